@@ -1,0 +1,89 @@
+"""Running an averaging method over every video: per-video isolation, cleanup, statistics.
+
+A video that fails (decoder error mid-stream, no face anywhere, missing landmarks) is logged,
+its partial outputs removed, and listed as skipped with the reason; the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+
+from .ingest import source_of
+from .landmarks import read_landmarks
+from .parallel import map_videos
+from .samples import SAMPLES_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+def landmarks_file(landmarks_dir: str | Path, video_id: str) -> Path:
+    return Path(landmarks_dir) / f"{video_id}.parquet"
+
+
+def _remove_partial(root: Path, method: str, video_id: str) -> None:
+    shutil.rmtree(root / method / "blurry" / video_id, ignore_errors=True)
+    for p in (root / method / "frames").glob(f"{video_id}.bin*"):
+        p.unlink()
+
+
+def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, **kwargs):
+    vid = video["video_id"]
+    lm_path = landmarks_file(landmarks_dir, vid)
+    if not lm_path.is_file():
+        return vid, None, {}, f"{vid}: no landmarks file ({lm_path}); the landmarks stage skipped it"
+    lm = read_landmarks(lm_path)
+    if not lm["has_face"].any():
+        return vid, None, {}, f"{vid}: no face in any frame"
+    try:
+        table, stats = build(source_of(video), video, lm, Path(root), **kwargs)
+    except Exception as e:  # isolate the video: report, clean up, go on
+        _remove_partial(Path(root), method, vid)
+        return vid, None, {}, f"{video['path']}: {method} failed: {e}"
+    stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+    n = 0 if table is None else table.num_rows
+    log.info("%s: %d %s samples (%s)", vid, n, method,
+             ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
+    return vid, table, stats, None
+
+
+def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_jobs=1, backend=None,
+               **kwargs) -> tuple[pa.Table, dict, list[dict]]:
+    """Apply `build(src, video, landmarks, root, **kwargs) -> (table|None, stats)` to every video.
+
+    Returns (all samples sorted, summed stats, skipped [{video_id, reason}]).
+    """
+    results = map_videos(_one_video, catalog, n_jobs=n_jobs, backend=backend, desc=method,
+                         build=build, method=method, landmarks_dir=str(landmarks_dir), root=str(root),
+                         **kwargs)
+    tables, totals, skipped = [], {}, []
+    for vid, table, stats, err in results:
+        if err:
+            log.warning("skipped %s", err)
+            skipped.append({"video_id": vid, "reason": err})
+            continue
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
+        if table is not None and table.num_rows:
+            tables.append(table)
+    samples = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
+    samples = samples.sort_by([("video_id", "ascending"), ("direction", "ascending"),
+                               ("n_frames", "ascending"), ("start_frame", "ascending"),
+                               ("sample_id", "ascending")])
+    return samples, totals, skipped
+
+
+def counts_by(table: pa.Table, *columns: str) -> dict:
+    """Nested {col1 value: {col2 value: count}} of a table (DVC flattens nested metrics)."""
+    out: dict = {}
+    if table.num_rows == 0:
+        return out
+    grouped = table.group_by(list(columns)).aggregate([([], "count_all")])
+    for r in grouped.to_pylist():
+        node = out
+        for c in columns[:-1]:
+            node = node.setdefault(str(r[c]), {})
+        node[str(r[columns[-1]])] = r["count_all"]
+    return out

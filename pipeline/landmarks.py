@@ -1,0 +1,237 @@
+"""68-point landmarks for every frame: `.pts` where a source has them, else dlib, fast.
+
+dlib's HOG detector is the expensive part (tens of ms per frame when upsampled); its 68-point
+shape predictor is cheap (< 1 ms). So we detect on a downscaled frame every `detect_every` frames
+and in between run only the shape predictor, seeded with a box derived from the previous frame's
+landmarks (tracking). Tracking that degrades (the new landmarks' box jumps away from the last
+one) triggers an immediate re-detection. Every frame records where its landmarks came from and a
+quality flag; faceless frames are kept, flagged, never dropped.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .dlib_models import frontal_face_detector, shape_predictor_68
+from .pts import PtsError, annotations_by_number, read_pts
+from .video import VideoError, VideoSource, frame_numbers, iter_frames
+
+log = logging.getLogger(__name__)
+
+N_POINTS = 68
+SOURCES = ("pts", "detect", "track", "none")
+
+LANDMARKS_SCHEMA = pa.schema([
+    ("frame", pa.int32()),
+    ("frame_number", pa.int32()),
+    ("has_face", pa.bool_()),
+    ("source", pa.string()),  # pts | detect | track | none
+    ("quality", pa.float32()),  # detect: HOG score; track: box IoU with the previous frame; pts: 1
+    ("quality_ok", pa.bool_()),
+    ("sharpness", pa.float32()),  # variance of the Laplacian of the grey face box, source pixels
+    ("landmarks", pa.list_(pa.float32(), 2 * N_POINTS)),  # x0, y0, x1, y1, ... source pixels
+])
+
+
+@dataclass(frozen=True)
+class LandmarkParams:
+    detect_every: int = 10  # frames between scheduled detections
+    detect_max_side: int = 640  # detection runs on a frame downscaled to at most this side
+    upsample: int = 0  # dlib HOG upsampling on the (downscaled) detection frame
+    min_track_iou: float = 0.5  # below this, tracking is degraded: re-detect now
+    min_detect_score: float = -0.5  # HOG detections scoring below this count as no face
+    use_pts: bool = True  # use .pts annotations where a frame has one
+
+    @classmethod
+    def from_params(cls, p: dict) -> "LandmarkParams":
+        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+
+
+def points_box(pts: np.ndarray) -> np.ndarray:
+    """Tight bounding box (x0, y0, x1, y1) of points (N, 2)."""
+    return np.concatenate([pts.min(0), pts.max(0)]).astype(np.float64)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def sharpness(gray: np.ndarray, box: np.ndarray) -> float:
+    """Variance of the Laplacian over the face's box: the blur gate of CFMD-style datasets."""
+    h, w = gray.shape
+    x0, y0 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+    x1, y1 = min(int(np.ceil(box[2])) + 1, w), min(int(np.ceil(box[3])) + 1, h)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return 0.0
+    return float(cv2.Laplacian(gray[y0:y1, x0:x1], cv2.CV_64F).var())
+
+
+class FaceTracker:
+    """Detect-every-k + shape-predictor tracking of the largest face in a stream of frames."""
+
+    def __init__(self, params: LandmarkParams):
+        import dlib
+        self._dlib = dlib
+        self.p = params
+        self.detector = frontal_face_detector()
+        self.predictor = shape_predictor_68()
+        self.prev: np.ndarray | None = None
+        self.since_detect = 0
+        # Where the detector's box sits relative to the landmarks' box (centre offset and size,
+        # in landmark-box units): tracking rebuilds a detector-like box from the last landmarks,
+        # because the predictor was trained on detector boxes, not landmark boxes.
+        self.rect_rel = np.array([0.0, 0.0, 1.0])
+
+    def _predict(self, gray: np.ndarray, rect) -> np.ndarray:
+        shape = self.predictor(gray, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def detect(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
+        h, w = gray.shape
+        scale = min(1.0, self.p.detect_max_side / max(h, w))
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        rects, scores, _ = self.detector.run(small, self.p.upsample, self.p.min_detect_score)
+        if len(rects) == 0:
+            return None, 0.0
+        areas = [r.width() * r.height() for r in rects]
+        k = int(np.argmax(areas))  # the largest face is the subject
+        r = rects[k]
+        rect = self._dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
+                                    int(round(r.right() / scale)), int(round(r.bottom() / scale)))
+        pts = self._predict(gray, rect)
+        lb = points_box(pts)
+        size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
+        rc = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+        lc = (lb[:2] + lb[2:]) / 2
+        self.rect_rel = np.array([*(rc - lc) / size, rect.width() / size])
+        return pts, float(scores[k])
+
+    def track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        lb = points_box(self.prev)
+        size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
+        c = (lb[:2] + lb[2:]) / 2 + self.rect_rel[:2] * size
+        half = self.rect_rel[2] * size / 2
+        rect = self._dlib.rectangle(int(round(c[0] - half)), int(round(c[1] - half)),
+                                    int(round(c[0] + half)), int(round(c[1] + half)))
+        pts = self._predict(gray, rect)
+        return pts, box_iou(points_box(pts), lb)
+
+    def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, str, float, bool]:
+        """Landmarks for the next frame: (points or None, source, quality, quality_ok)."""
+        if self.prev is not None and self.since_detect < self.p.detect_every:
+            pts, iou = self.track(gray)
+            if iou >= self.p.min_track_iou:
+                self.prev, self.since_detect = pts, self.since_detect + 1
+                return pts, "track", iou, True
+        pts, score = self.detect(gray)
+        if pts is None and self.prev is not None:
+            # The detector misses turned or blurred faces that tracking still holds: keep the
+            # tracked points if they are consistent, flagged by their source.
+            tracked, iou = self.track(gray)
+            if iou >= self.p.min_track_iou:
+                self.prev, self.since_detect = tracked, 0
+                return tracked, "track", iou, True
+        self.prev, self.since_detect = pts, 0
+        if pts is None:
+            return None, "none", 0.0, False
+        return pts, "detect", score, score >= 0.0
+
+    def reset(self, pts: np.ndarray | None) -> None:
+        """Seed tracking from trusted points (e.g. a .pts annotation)."""
+        self.prev = pts
+        self.since_detect = 0
+
+
+def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa.Table:
+    """Landmarks for every frame of one video, streamed (one frame in memory at a time)."""
+    annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
+    numbers = frame_numbers(src, n_frames)
+    tracker = FaceTracker(params)
+    cols = {k: [] for k in LANDMARKS_SCHEMA.names}
+    for i, frame in iter_frames(src):
+        if i >= len(numbers):  # decoded more than probed: keep the catalog's count authoritative
+            break
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        number = int(numbers[i])
+        pts = None
+        if number in annots:
+            try:
+                pts = read_pts(annots[number])
+            except PtsError as e:
+                log.warning("%s; falling back to dlib for that frame", e)
+            if pts is not None and pts.shape != (N_POINTS, 2):
+                log.warning("%s: %d points, expected 68; falling back to dlib", annots[number], len(pts))
+                pts = None
+        if pts is not None:
+            tracker.reset(pts)
+            source, quality, ok = "pts", 1.0, True
+        else:
+            pts, source, quality, ok = tracker.step(gray)
+        cols["frame"].append(i)
+        cols["frame_number"].append(number)
+        cols["has_face"].append(pts is not None)
+        cols["source"].append(source)
+        cols["quality"].append(quality)
+        cols["quality_ok"].append(ok)
+        cols["sharpness"].append(sharpness(gray, points_box(pts)) if pts is not None else float("nan"))
+        cols["landmarks"].append(pts.reshape(-1).tolist() if pts is not None else None)
+    if not cols["frame"]:
+        raise VideoError(f"{src.path}: no frame decoded during landmark extraction")
+    return pa.Table.from_pydict(cols, schema=LANDMARKS_SCHEMA)
+
+
+def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
+    """A landmarks file as arrays: points (F, 68, 2) float32 with NaN where no face, plus columns."""
+    t = pq.read_table(path)
+    has = np.asarray(t["has_face"].to_numpy(zero_copy_only=False), dtype=bool)
+    pts = np.full((len(t), N_POINTS, 2), np.nan, dtype=np.float32)
+    if has.any():
+        flat = t["landmarks"].filter(pa.array(has)).combine_chunks().flatten().to_numpy()
+        pts[has] = flat.reshape(-1, N_POINTS, 2)
+    return {
+        "frame": t["frame"].to_numpy(),
+        "frame_number": t["frame_number"].to_numpy(),
+        "has_face": has,
+        "source": np.asarray(t["source"].to_pylist()),
+        "quality_ok": np.asarray(t["quality_ok"].to_numpy(zero_copy_only=False), dtype=bool),
+        "sharpness": t["sharpness"].to_numpy(zero_copy_only=False).astype(np.float32),
+        "points": pts,
+    }
+
+
+def normalised_error(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean point-to-point error over the inter-ocular distance (outer eye corners 36 and 45)."""
+    iod = float(np.linalg.norm(truth[36] - truth[45]))
+    return float(np.linalg.norm(pred - truth, axis=1).mean() / iod)
+
+
+def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> dict:
+    """Extract and write one video's landmarks; never raises (a failure is returned as `error`)."""
+    from .ingest import source_of
+
+    vid = video["video_id"]
+    try:
+        table = extract_video(source_of(video), params, int(video["n_frames"]))
+    except Exception as e:  # one broken video must not end a run over hundreds
+        return {"video_id": vid, "error": f"{video['path']}: landmark extraction failed: {e}"}
+    path = Path(out_dir) / f"{vid}.parquet"
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+    sources = table["source"].to_pylist()
+    stats = {"video_id": vid, "error": None, "frames": table.num_rows,
+             "frames_no_face": sources.count("none")}
+    stats.update({f"frames_{s}": sources.count(s) for s in SOURCES if s != "none"})
+    log.info("%s: %d frames, %d without a face (%s)", vid, table.num_rows, stats["frames_no_face"],
+             ", ".join(f"{s}={sources.count(s)}" for s in SOURCES if sources.count(s)))
+    return stats

@@ -1,0 +1,188 @@
+"""The dataset's public contract: FMR-ordered parquet manifests and `load_sample`.
+
+Manifests live in `<dataset>/manifests/<method>-<split>.parquet` and read as one table with
+`pyarrow.dataset.dataset("data/dataset/manifests")`. One row per blurry sample; paths are relative
+to the dataset root. The required columns (REFERENCE §3) come first, with exactly these types;
+extra columns follow. Every write is validated, and the bytes depend only on the inputs and
+params (rows sorted, fixed writer options), so reruns give identical files.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .crop import crop_resize
+from .fmr import FMRParams, control_factors, fmr_order, key_points
+from .framestore import open_store
+
+DATASET_ROOT = "data/dataset"
+METHODS = ("fixed", "vla")
+SPLITS = ("train", "test")
+STOP_REASONS = ("overlap", "quality", "flow", "max_len", "end")
+
+REQUIRED = pa.schema([
+    ("sample_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("method", pa.string()),
+    ("n_frames", pa.int32()),
+    ("start_frame", pa.int32()),
+    ("end_frame", pa.int32()),
+    ("stop_reason", pa.string()),
+    ("gamma", pa.float32()),
+    ("crop_box", pa.list_(pa.float32(), 4)),
+    ("blurry_path", pa.string()),
+    ("frame_indices", pa.list_(pa.int32())),
+    ("u", pa.list_(pa.float32())),
+    ("left_eye_xy", pa.list_(pa.list_(pa.float32(), 2))),
+])
+EXTRA = pa.schema([
+    ("direction", pa.string()),  # forward | reverse (VLA's reverse pass)
+    ("crop_adjust", pa.string()),  # none | shift | pad: what the crop did at the frame edge
+    ("sharp_store", pa.string()),  # frame store holding the sharp frames' source pixels
+    ("motion", pa.float32()),  # mean landmark path length across the window, crop pixels
+])
+MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
+SORT_KEYS = [("video_id", "ascending"), ("method", "ascending"), ("direction", "ascending"),
+             ("n_frames", "ascending"), ("start_frame", "ascending"), ("sample_id", "ascending")]
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def fmr_rows(samples: pa.Table, p: FMRParams) -> pa.Table:
+    """Averaging-stage sample rows (temporal order) -> manifest rows (FMR order, with u)."""
+    rows = samples.to_pylist()
+    out = []
+    for r in rows:
+        n = r["n_frames"]
+        lmk = np.asarray(r["landmarks"], dtype=np.float32).reshape(n, 68, 2)
+        keys = key_points(lmk, p)
+        order = fmr_order(keys)
+        out.append({
+            **{k: r[k] for k in MANIFEST_SCHEMA.names if k in r and k not in ("frame_indices",)},
+            "frame_indices": [r["frame_indices"][i] for i in order],
+            "u": control_factors(n, p.u_formula).tolist(),
+            "left_eye_xy": keys[order].astype(np.float32).tolist(),
+        })
+    return pa.Table.from_pylist(out, schema=MANIFEST_SCHEMA)
+
+
+def validate(table: pa.Table, root: str | Path | None = None) -> None:
+    """Raise ManifestError naming the samples that break the contract."""
+    missing = [f.name for f in REQUIRED if f.name not in table.schema.names]
+    if missing:
+        raise ManifestError(f"manifest lacks required columns {missing}")
+    wrong = [f"{f.name}: {table.schema.field(f.name).type} (want {f.type})" for f in REQUIRED
+             if table.schema.field(f.name).type != f.type]
+    if wrong:
+        raise ManifestError(f"manifest column types differ from the contract: {wrong}")
+    problems = []
+    ids = table["sample_id"].to_pylist()
+    if len(set(ids)) != len(ids):
+        problems.append("sample_id values are not unique")
+    split_of: dict[str, str] = {}
+    for r in table.select(REQUIRED.names).to_pylist():
+        sid, n = r["sample_id"], r["n_frames"]
+        fi, u, eye = r["frame_indices"], r["u"], r["left_eye_xy"]
+        if sid is None:
+            problems.append("a row has no sample_id")
+            continue
+        if r["split"] not in SPLITS:
+            problems.append(f"{sid}: split {r['split']!r} not in {SPLITS}")
+        if split_of.setdefault(r["video_id"], r["split"]) != r["split"]:
+            problems.append(f"{sid}: video {r['video_id']} appears in two splits")
+        if r["method"] not in METHODS:
+            problems.append(f"{sid}: method {r['method']!r} not in {METHODS}")
+        if n is None or n < 2 or not (len(fi) == len(u) == len(eye) == n):
+            problems.append(f"{sid}: n_frames={n} but {len(fi)} frames, {len(u)} u, {len(eye)} key points")
+            continue
+        if r["start_frame"] != min(fi) or r["end_frame"] != max(fi):
+            problems.append(f"{sid}: start/end frame do not match frame_indices")
+        if len(set(fi)) != n:
+            problems.append(f"{sid}: repeated frame indices")
+        if any(not 0.0 <= x <= 1.0 for x in u) or any(b < a for a, b in zip(u, u[1:])):
+            problems.append(f"{sid}: u must rise within [0, 1]")
+        if (r["method"] == "fixed") != (r["stop_reason"] is None):
+            problems.append(f"{sid}: stop_reason must be null exactly for fixed samples")
+        if r["method"] == "vla" and r["stop_reason"] not in STOP_REASONS:
+            problems.append(f"{sid}: stop_reason {r['stop_reason']!r} not in {STOP_REASONS}")
+        if not r["gamma"] or r["gamma"] <= 0:
+            problems.append(f"{sid}: gamma must be positive")
+        x0, y0, x1, y1 = r["crop_box"]
+        if not (x1 > x0 and y1 > y0 and abs((x1 - x0) - (y1 - y0)) < 1e-3):
+            problems.append(f"{sid}: crop_box {r['crop_box']} is not a square")
+        if root is not None and not (Path(root) / r["blurry_path"]).is_file():
+            problems.append(f"{sid}: blurry image {r['blurry_path']} does not exist under {root}")
+        if len(problems) > 20:
+            break
+    if problems:
+        raise ManifestError("invalid manifest:\n  " + "\n  ".join(problems[:20]))
+
+
+def write_manifests(table: pa.Table, out_dir: str | Path, root: str | Path | None = None) -> list[Path]:
+    """Validate, sort and write one parquet file per (method, split); return the paths written."""
+    table = table.cast(MANIFEST_SCHEMA)
+    validate(table, root)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.parquet"):
+        old.unlink()
+    table = table.sort_by(SORT_KEYS)
+    written = []
+    for method in METHODS:
+        for split in SPLITS:
+            part = table.filter((pc.field("method") == method) & (pc.field("split") == split))
+            if part.num_rows:
+                written.append(_write(part, out_dir / f"{method}-{split}.parquet"))
+    if not written:  # an empty dataset still reads as a (zero-row) table with the contract's schema
+        written.append(_write(table, out_dir / "empty.parquet"))
+    return written
+
+
+def _write(table: pa.Table, path: Path) -> Path:
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=1 << 16,
+                   write_statistics=True, store_schema=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifests(root: str | Path = DATASET_ROOT, **filters) -> pa.Table:
+    """All manifests as one table; `filters` are column == value (e.g. split="train")."""
+    table = ds.dataset(str(Path(root) / "manifests"), format="parquet", schema=MANIFEST_SCHEMA).to_table()
+    for k, v in filters.items():
+        table = table.filter(pc.field(k) == v)
+    return table
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FileNotFoundError(f"{path}: blurry image missing or unreadable")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load_sharp(row: dict, positions, size: int, root: str | Path = DATASET_ROOT) -> np.ndarray:
+    """Only the sharp frames at `positions` (FMR order) of a row: (len, size, size, 3) uint8 RGB."""
+    store = open_store(Path(root) / row["sharp_store"])
+    box = np.rint(np.asarray(row["crop_box"], dtype=np.float64)).astype(np.int64)
+    out = []
+    for k in positions:
+        region, origin, frame_size = store.region(row["frame_indices"][k])
+        out.append(cv2.cvtColor(crop_resize(region, box, size, origin, frame_size), cv2.COLOR_BGR2RGB))
+    return np.stack(out)
+
+
+def load_sample(row: dict, root: str | Path = DATASET_ROOT) -> tuple[np.ndarray, np.ndarray]:
+    """(blurry HxWx3 uint8 RGB, sharp NxHxWx3 uint8 RGB in FMR order) of one manifest row."""
+    blurry = _read_rgb(Path(root) / row["blurry_path"])
+    return blurry, load_sharp(row, range(row["n_frames"]), blurry.shape[0], root)

@@ -1,0 +1,75 @@
+"""Per-video parallelism through joblib, with a progress bar and a switchable backend.
+
+The backend is one setting (`compute.backend` param or the DEBLUR_JOBLIB_BACKEND environment
+variable): `loky` (local processes, default), `threading`, `sequential`, or `dask` to run the same
+per-video tasks on a Dask cluster (DEBLUR_DASK_SCHEDULER=host:port, else a LocalCluster).
+Results come back in input order, so outputs do not depend on the backend or on n_jobs.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Callable, Iterable, Sequence
+
+from joblib import Parallel, delayed, parallel_backend
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def resolve(n_jobs: int | None = None, backend: str | None = None) -> tuple[int, str]:
+    """Environment overrides params, so a user can move a run to a cluster without editing params."""
+    n = int(os.environ.get("DEBLUR_N_JOBS", n_jobs if n_jobs is not None else 1))
+    b = os.environ.get("DEBLUR_JOBLIB_BACKEND", backend or "loky")
+    return n, b
+
+
+@contextlib.contextmanager
+def _backend_context(backend: str, n_jobs: int):
+    if backend != "dask":
+        yield backend
+        return
+    from dask.distributed import Client, LocalCluster  # optional dependency: pip install distributed
+
+    address = os.environ.get("DEBLUR_DASK_SCHEDULER")
+    if address:
+        client = Client(address)
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=max(1, n_jobs), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        with parallel_backend("dask"):
+            yield "dask"
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: str | None = None,
+               desc: str = "", **kwargs) -> list:
+    """`[fn(item, **kwargs) for item in items]`, in parallel, in order, with a progress bar."""
+    n_jobs, backend = resolve(n_jobs, backend)
+    items = list(items)
+    bar = tqdm(total=len(items), desc=desc, unit="video", disable=None)
+    if n_jobs == 1 or len(items) <= 1 or backend == "sequential":
+        out = []
+        for item in items:
+            out.append(fn(item, **kwargs))
+            bar.update()
+        bar.close()
+        return out
+    with _backend_context(backend, n_jobs) as name:
+        kw = {} if name == "dask" else {"backend": name}
+        runner = Parallel(n_jobs=n_jobs, return_as="generator", **kw)
+        out = []
+        for result in runner(delayed(fn)(item, **kwargs) for item in items):
+            out.append(result)
+            bar.update()
+    bar.close()
+    return out
+
+

@@ -1,0 +1,46 @@
+"""What every stage script needs: params, logging, JSON outputs."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+
+
+def load_params(*keys: str, path: str | Path = PARAMS_FILE) -> dict:
+    """The sections of params.yaml a stage reads (all of it when no keys are given)."""
+    with open(path) as f:
+        params = yaml.safe_load(f) or {}
+    if not keys:
+        return params
+    out = {}
+    for key in keys:
+        node = params
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(f"{path}: missing param '{key}'")
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=getattr(logging, (level or os.environ.get("DEBLUR_LOG", "INFO")).upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Stable JSON (sorted keys), written atomically so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,89 @@
+"""Writing one video's blurry samples: blurry PNGs, the frame store, and the sample rows.
+
+Both averaging methods (fixed windows, VLA) produce samples through `SampleWriter`, into
+`<dataset>/<method>/`: `blurry/<video_id>/<sample_id>.png`, `frames/<video_id>.bin` (+ index)
+and rows of SAMPLES_SCHEMA in temporal order. The `manifest` stage turns those rows into the
+FMR-ordered public manifests, so changing FMR settings never re-runs the averaging.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from .framestore import FrameStoreWriter
+
+SAMPLES_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("method", pa.string()),
+    ("direction", pa.string()),  # forward | reverse (VLA's reverse pass)
+    ("n_frames", pa.int32()),
+    ("start_frame", pa.int32()),
+    ("end_frame", pa.int32()),
+    ("stop_reason", pa.string()),
+    ("gamma", pa.float32()),
+    ("crop_box", pa.list_(pa.float32(), 4)),
+    ("crop_adjust", pa.string()),  # none | shift | pad
+    ("blurry_path", pa.string()),  # relative to the dataset root
+    ("sharp_store", pa.string()),  # relative to the dataset root
+    ("frame_indices", pa.list_(pa.int32())),  # temporal order
+    ("landmarks", pa.list_(pa.list_(pa.float32(), 136))),  # per frame, crop pixels, temporal order
+    ("motion", pa.float32()),  # mean landmark path length over the window, crop pixels
+])
+
+
+def landmark_motion(landmarks_crop: np.ndarray) -> float:
+    """Mean distance the 68 landmarks travel across the window (crop pixels): a blur-strength measure."""
+    if len(landmarks_crop) < 2:
+        return 0.0
+    steps = np.linalg.norm(np.diff(landmarks_crop, axis=0), axis=-1)  # (N-1, 68)
+    return float(steps.sum(0).mean())
+
+
+class SampleWriter:
+    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png_level: int = 1):
+        self.root = Path(root)
+        self.method, self.video, self.gamma = method, video, float(gamma)
+        vid = video["video_id"]
+        self.store_rel = f"{method}/frames/{vid}.bin"
+        self.blurry_rel = f"{method}/blurry/{vid}"
+        self.store = FrameStoreWriter(self.root / self.store_rel, png_level)
+        (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
+        self._png = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+        self.rows: list[dict] = []
+
+    def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:
+        self.store.add(frame, region, origin, frame_size)
+
+    def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
+            landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward") -> None:
+        rel = f"{self.blurry_rel}/{sample_id}.png"
+        if not cv2.imwrite(str(self.root / rel), blurry, self._png):
+            raise IOError(f"{self.root / rel}: cannot write the blurry image")
+        self.rows.append({
+            "sample_id": sample_id,
+            "video_id": self.video["video_id"],
+            "split": self.video["split"],
+            "method": self.method,
+            "direction": direction,
+            "n_frames": len(frames),
+            "start_frame": int(min(frames)),
+            "end_frame": int(max(frames)),
+            "stop_reason": stop_reason,
+            "gamma": self.gamma,
+            "crop_box": [float(v) for v in box],
+            "crop_adjust": adjust,
+            "blurry_path": rel,
+            "sharp_store": self.store_rel,
+            "frame_indices": [int(f) for f in frames],
+            "landmarks": landmarks_crop.reshape(len(frames), -1).tolist(),
+            "motion": landmark_motion(landmarks_crop),
+        })
+
+    def close(self) -> pa.Table:
+        self.store.close()
+        return pa.Table.from_pylist(self.rows, schema=SAMPLES_SCHEMA)

@@ -1,0 +1,44 @@
+"""Stage `landmarks`: 68 points per frame for every catalogued video (.pts, else dlib)."""
+import argparse
+import shutil
+from pathlib import Path
+
+from pipeline.ingest import read_catalog
+from pipeline.landmarks import LandmarkParams, landmarks_for_video
+from pipeline.parallel import map_videos
+from pipeline.runtime import load_params, setup_logging, write_json
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--catalog", default="data/ingest/catalog.parquet")
+    p.add_argument("--out", default="data/landmarks", help="one parquet per video + report.json")
+    p.add_argument("--metrics", default="metrics/landmarks.json")
+    return p
+
+
+def main(args):
+    setup_logging()
+    params = load_params("landmarks", "compute")
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    videos = read_catalog(args.catalog)
+    results = map_videos(landmarks_for_video, videos, n_jobs=params["compute"]["n_jobs"],
+                         backend=params["compute"].get("backend"), desc="landmarks",
+                         out_dir=str(out), params=LandmarkParams.from_params(params["landmarks"]))
+    failed = [r for r in results if r["error"]]
+    ok = [r for r in results if not r["error"]]
+    no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]
+    metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face)}
+    for key in sorted({k for r in ok for k in r if k.startswith("frames")}):
+        metrics[key] = int(sum(r[key] for r in ok))
+    write_json(out / "report.json", {"failed": [{"video_id": r["video_id"], "reason": r["error"]} for r in failed],
+                                     "videos_without_face": no_face})
+    write_json(args.metrics, metrics)
+    print(f"landmarks: {len(ok)} videos, {metrics.get('frames', 0)} frames, "
+          f"{metrics.get('frames_no_face', 0)} without a face, {len(failed)} failed -> {out}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

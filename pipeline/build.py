@@ -75,6 +75,11 @@ def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_j
     return samples, totals, skipped
 
 
+def _key(column: str, value) -> str:
+    # "N05" rather than "5", so metric names sort by window length in `dvc metrics show`
+    return f"N{int(value):02d}" if column == "n_frames" else str(value)
+
+
 def counts_by(table: pa.Table, *columns: str) -> dict:
     """Nested {col1 value: {col2 value: count}} of a table (DVC flattens nested metrics)."""
     out: dict = {}
@@ -84,6 +89,6 @@ def counts_by(table: pa.Table, *columns: str) -> dict:
     for r in grouped.to_pylist():
         node = out
         for c in columns[:-1]:
-            node = node.setdefault(str(r[c]), {})
-        node[str(r[columns[-1]])] = r["count_all"]
+            node = node.setdefault(_key(c, r[c]), {})
+        node[_key(columns[-1], r[columns[-1]])] = r["count_all"]
     return out

@@ -25,6 +25,10 @@ from .video import VideoError, VideoSource, frame_numbers, iter_frames
 log = logging.getLogger(__name__)
 
 N_POINTS = 68
+# `quality_ok` marks landmarks we would trust without looking: a clear detection (HOG score) or a
+# smooth track (landmark box overlapping the previous frame's this much).
+CONFIDENT_SCORE = 0.5
+CONFIDENT_IOU = 0.8
 SOURCES = ("pts", "detect", "track", "none")
 
 LANDMARKS_SCHEMA = pa.schema([
@@ -45,7 +49,7 @@ class LandmarkParams:
     detect_max_side: int = 640  # detection runs on a frame downscaled to at most this side
     upsample: int = 0  # dlib HOG upsampling on the (downscaled) detection frame
     min_track_iou: float = 0.5  # below this, tracking is degraded: re-detect now
-    min_detect_score: float = -0.5  # HOG detections scoring below this count as no face
+    min_detect_score: float = 0.0  # HOG detections scoring below this count as no face
     use_pts: bool = True  # use .pts annotations where a frame has one
 
     @classmethod
@@ -132,7 +136,7 @@ class FaceTracker:
             pts, iou = self.track(gray)
             if iou >= self.p.min_track_iou:
                 self.prev, self.since_detect = pts, self.since_detect + 1
-                return pts, "track", iou, True
+                return pts, "track", iou, iou >= CONFIDENT_IOU
         pts, score = self.detect(gray)
         if pts is None and self.prev is not None:
             # The detector misses turned or blurred faces that tracking still holds: keep the
@@ -140,11 +144,11 @@ class FaceTracker:
             tracked, iou = self.track(gray)
             if iou >= self.p.min_track_iou:
                 self.prev, self.since_detect = tracked, 0
-                return tracked, "track", iou, True
+                return tracked, "track", iou, iou >= CONFIDENT_IOU
         self.prev, self.since_detect = pts, 0
         if pts is None:
             return None, "none", 0.0, False
-        return pts, "detect", score, score >= 0.0
+        return pts, "detect", score, score >= CONFIDENT_SCORE
 
     def reset(self, pts: np.ndarray | None) -> None:
         """Seed tracking from trusted points (e.g. a .pts annotation)."""

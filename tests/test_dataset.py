@@ -1,0 +1,127 @@
+"""A small real run of the data stages: the manifest contract and what the pixels must satisfy."""
+import json
+
+import cv2
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from pipeline.averaging import average
+from pipeline.manifest import REQUIRED, ManifestError, load_sample, read_manifests, validate
+from conftest import SMALL_OVERRIDES, deep_update, run_stages
+
+
+@pytest.fixture(scope="module")
+def rows(small_run):
+    return read_manifests(small_run).to_pylist()
+
+
+def test_manifests_read_as_one_table_with_the_contract_schema(small_run):
+    table = ds.dataset(str(small_run / "manifests")).to_table()
+    assert table.num_rows > 20
+    for field in REQUIRED:
+        assert table.schema.field(field.name).type == field.type, field.name
+    assert set(table["method"].to_pylist()) == {"fixed"}
+    assert set(table["n_frames"].to_pylist()) == {5, 9}
+    assert table["stop_reason"].null_count == table.num_rows
+
+
+def test_splits_follow_the_explicit_test_list(rows):
+    split_of = {}
+    for r in rows:
+        assert split_of.setdefault(r["video_id"], r["split"]) == r["split"]
+    assert split_of["grid-bbaf2n"] == "test"
+    assert {v for v, s in split_of.items() if s == "train"} == {"grid-lbax4n", "webcam_short"}
+
+
+def test_fmr_order_and_u(rows):
+    for r in rows:
+        n = r["n_frames"]
+        assert sorted(r["frame_indices"]) == list(range(r["start_frame"], r["end_frame"] + 1))
+        keys = [(x, y) for x, y in r["left_eye_xy"]]
+        assert keys == sorted(keys)  # x ascending, then y
+        assert r["u"] == pytest.approx([i / (n - 1) for i in range(n)])
+    # with head motion, FMR order is not always the temporal order
+    assert any(r["frame_indices"] != sorted(r["frame_indices"]) for r in rows)
+
+
+def test_blurry_is_the_mean_of_the_sharp_frames(rows, small_run):
+    for r in rows:
+        blurry, sharp = load_sample(r, small_run)
+        assert blurry.shape == (256, 256, 3) and sharp.shape == (r["n_frames"], 256, 256, 3)
+        expected = np.clip(np.floor(sharp.astype(np.float64).mean(0) + 0.5), 0, 255)
+        assert np.abs(blurry.astype(np.float64) - expected).max() <= 1, r["sample_id"]
+
+
+def _independent_crop(frame, box, size):
+    """Crop a square box from a decoded frame, zero outside it, written apart from pipeline.crop."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    pad = max(0, -x0, -y0, x1 - frame.shape[1], y1 - frame.shape[0])
+    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)))
+    patch = padded[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def test_sharp_frames_are_crops_of_the_decoded_source(rows, small_run, small_source):
+    from pipeline.ingest import read_catalog
+
+    catalog = {v["video_id"]: v for v in read_catalog(small_run.parents[1] / "data/ingest/catalog.parquet")}
+    for vid in catalog:
+        mine = [r for r in rows if r["video_id"] == vid][:6]
+        cap = cv2.VideoCapture(catalog[vid]["path"])
+        frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            frames.append(f)
+        for r in mine:
+            _, sharp = load_sample(r, small_run)
+            for k, fi in enumerate(r["frame_indices"]):
+                want = cv2.cvtColor(_independent_crop(frames[fi], r["crop_box"], 256), cv2.COLOR_BGR2RGB)
+                assert np.array_equal(sharp[k], want), (r["sample_id"], fi)
+
+
+def test_linear_light_averaging(tmp_path, small_source):
+    root = run_stages(tmp_path, small_source, deep_update(SMALL_OVERRIDES, {"blur": {"gamma": 2.2}}))
+    rows = read_manifests(root).to_pylist()
+    assert rows and all(r["gamma"] == pytest.approx(2.2) for r in rows)
+    brighter = 0
+    for r in rows[::3]:
+        blurry, sharp = load_sample(r, root)
+        assert np.abs(blurry.astype(int) - average(sharp, 2.2).astype(int)).max() <= 1
+        brighter += int(blurry.astype(int).sum() > average(sharp, 1.0).astype(int).sum())
+    assert brighter > 0  # averaging light, not values, brightens edges: the two really differ
+
+
+def test_two_runs_give_byte_identical_manifests(tmp_path, small_run, small_source):
+    other = run_stages(tmp_path, small_source, deep_update(SMALL_OVERRIDES, {"compute": {"n_jobs": 2}}))
+    mine = sorted(p.name for p in (small_run / "manifests").iterdir())
+    assert mine == sorted(p.name for p in (other / "manifests").iterdir())
+    for name in mine:
+        assert (small_run / "manifests" / name).read_bytes() == (other / "manifests" / name).read_bytes()
+
+
+def test_metrics_count_what_the_manifests_hold(small_run, rows):
+    metrics = json.loads((small_run.parents[1] / "metrics/dataset.json").read_text())
+    assert metrics["samples"]["total"] == len(rows)
+    n9_train = sum(1 for r in rows if r["split"] == "train" and r["n_frames"] == 9)
+    assert metrics["by_n"]["train"]["fixed"]["N09"] == n9_train
+    ingest = json.loads((small_run.parents[1] / "metrics/ingest.json").read_text())
+    assert ingest == {"frames": 270, "videos": 3, "videos_rejected": 0, "videos_test": 1, "videos_train": 2}
+
+
+def test_validation_rejects_broken_rows(small_run):
+    table = read_manifests(small_run)
+    validate(table, small_run)
+    bad = table.set_column(table.schema.get_field_index("split"), "split",
+                           [["train"] + table["split"].to_pylist()[1:]])
+    first = table["video_id"][0].as_py()
+    if any(r["video_id"] == first and r["split"] == "test" for r in table.to_pylist()[1:]):
+        with pytest.raises(ManifestError, match="two splits"):
+            validate(bad)
+    import pyarrow as pa
+    broken = table.set_column(table.schema.get_field_index("u"), "u",
+                              pa.array([[0.0]] * table.num_rows, pa.list_(pa.float32())))
+    with pytest.raises(ManifestError, match="n_frames"):
+        validate(broken)

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .ingest import source_of
 from .landmarks import read_landmarks
@@ -73,6 +74,30 @@ def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_j
                                ("n_frames", "ascending"), ("start_frame", "ascending"),
                                ("sample_id", "ascending")])
     return samples, totals, skipped
+
+
+def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_path, compute: dict,
+                **kwargs) -> pa.Table:
+    """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
+    from .ingest import read_catalog
+    from .runtime import write_json
+
+    out = Path(root) / method
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    samples, stats, skipped = run_method(method, build, read_catalog(catalog_path), landmarks_dir, root,
+                                         n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
+    pq.write_table(samples, out / "samples.parquet", compression="zstd")
+    write_json(out / "skipped.json", skipped)
+    lengths = samples["n_frames"].to_numpy()
+    write_json(metrics_path, {
+        "windows": stats, "videos_skipped": len(skipped),
+        "samples": {"total": samples.num_rows, **counts_by(samples, "split", "n_frames")},
+        "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3), "max": int(lengths.max())}
+        if len(lengths) else {},
+    })
+    print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
+    return samples
 
 
 def _key(column: str, value) -> str:

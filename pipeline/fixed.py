@@ -2,21 +2,15 @@
 
 Windows of every N in `windows` start every `stride` frames. A window is kept only if each of
 its frames has a face and passes the sharpness gate, and the frames are consecutive in the
-source (image sequences may have gaps). The video is decoded once, front to back; each frame is
-cropped for every window that contains it and added to that window's running mean, so memory
-holds only the open windows, never the video.
+source (image sequences may have gaps). Rendering (one forward decode) is `pipeline.render`.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .averaging import RunningMean
-from .crop import clip_box, crop_resize, square_box, to_crop_coords, widened_boxes
-from .samples import SampleWriter
-from .video import VideoError, iter_frames
+from .render import Window, render, window_box
 
 
 @dataclass(frozen=True)
@@ -49,22 +43,6 @@ class FixedParams:
         return cls(windows, stride, float(blur.get("min_sharpness", 100.0)), float(blur.get("gamma", 1.0)))
 
 
-@dataclass(frozen=True)
-class Window:
-    n: int
-    start: int
-    box: np.ndarray  # square integer crop box, source pixels
-    adjust: str  # none | shift | pad
-
-    @property
-    def frames(self) -> range:
-        return range(self.start, self.start + self.n)
-
-    @property
-    def end(self) -> int:
-        return self.start + self.n - 1
-
-
 @dataclass
 class WindowStats:
     considered: int = 0
@@ -91,10 +69,9 @@ def usable(lm: dict, min_sharpness: float) -> tuple[np.ndarray, np.ndarray, np.n
     return has, sharp, follows
 
 
-def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams):
+def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = ""):
     """All kept windows of a video, and why the others were dropped."""
     has, sharp, follows = usable(lm, p.min_sharpness)
-    boxes = widened_boxes(lm["points"], crop.widen)
     n_frames = len(has)
     stats, windows = WindowStats(), []
     for n in p.windows:
@@ -108,24 +85,13 @@ def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: Cro
             elif not follows[s + 1:s + n].all():
                 stats.dropped_gap += 1
             else:
-                box, adjust = square_box(boxes[seg].mean(0), frame_w, frame_h, crop.edge)
-                windows.append(Window(n, s, box, adjust))
+                frames = tuple(range(s, s + n))
+                box, adjust = window_box(lm, frames, frame_w, frame_h, crop)
+                windows.append(Window(sample_id(video_id, n, s), frames, box, adjust))
                 stats.kept += 1
                 stats.crop_shift += adjust == "shift"
                 stats.crop_pad += adjust == "pad"
     return windows, stats
-
-
-def frame_regions(windows: list, frame_w: int, frame_h: int) -> dict[int, np.ndarray]:
-    """Per used frame, the union of the (in-frame parts of the) crop boxes that use it."""
-    regions: dict[int, np.ndarray] = {}
-    for w in windows:
-        b = clip_box(w.box, frame_w, frame_h)
-        for f in w.frames:
-            r = regions.get(f)
-            regions[f] = b.copy() if r is None else np.array([min(r[0], b[0]), min(r[1], b[1]),
-                                                              max(r[2], b[2]), max(r[3], b[3])])
-    return regions
 
 
 def sample_id(video_id: str, n: int, start: int) -> str:
@@ -134,35 +100,7 @@ def sample_id(video_id: str, n: int, start: int) -> str:
 
 def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png_level: int = 1):
     """Write one video's fixed-window samples under `root`/fixed; return (table, stats)."""
-    w_, h_ = int(video["width"]), int(video["height"])
-    windows, stats = plan_windows(lm, w_, h_, p, crop)
+    windows, stats = plan_windows(lm, int(video["width"]), int(video["height"]), p, crop, video["video_id"])
     if not windows:
         return None, stats
-    uses: dict[int, list[int]] = defaultdict(list)
-    for k, w in enumerate(windows):
-        for f in w.frames:
-            uses[f].append(k)
-    regions = frame_regions(windows, w_, h_)
-    writer = SampleWriter(root, "fixed", video, p.gamma, png_level)
-    open_means: dict[int, RunningMean] = {}
-    last = max(w.end for w in windows)
-    for i, frame in iter_frames(src, stop=last + 1):
-        if i not in uses:
-            continue
-        if frame.shape[1] != w_ or frame.shape[0] != h_:
-            raise VideoError(f"{src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
-                             f"expected {w_}x{h_}")
-        r = regions[i]
-        writer.store_frame(i, frame[r[1]:r[3], r[0]:r[2]], (int(r[0]), int(r[1])), (w_, h_))
-        for k in uses[i]:
-            w = windows[k]
-            acc = open_means.setdefault(k, RunningMean(p.gamma))
-            acc.add(crop_resize(frame, w.box, crop.size))
-            if i == w.end:
-                frames = list(w.frames)
-                writer.add(sample_id(video["video_id"], w.n, w.start), frames, w.box, w.adjust,
-                           acc.mean(), to_crop_coords(lm["points"][frames], w.box, crop.size))
-                del open_means[k]
-    if open_means:
-        raise VideoError(f"{src.path}: video ended before frame {last}; {len(open_means)} windows incomplete")
-    return writer.close(), stats
+    return render(src, video, lm, root, "fixed", windows, p.gamma, crop.size, png_level), stats

@@ -196,3 +196,60 @@ def iter_frames(src: VideoSource, stop: int | None = None) -> Iterator[tuple[int
             i += 1
     finally:
         cap.release()
+
+
+class FrameReader:
+    """Random access to frames with bounded memory: a cache of `capacity` decoded frames.
+
+    Forward access decodes sequentially. A backward miss (VLA's reverse pass) re-opens the video
+    and decodes the `capacity` frames ending at the requested one, so walking a video backwards
+    costs extra decoding (about n^2 / (2 capacity) skipped frames) but never more memory.
+    """
+
+    def __init__(self, src: VideoSource, capacity: int = 64):
+        from collections import OrderedDict
+
+        self.src, self.capacity = src, max(2, int(capacity))
+        self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self._files = image_files(src.path) if src.kind == "images" else None
+        self._cap = None
+        self._next = 0  # index the open capture decodes next
+
+    def _remember(self, i: int, frame: np.ndarray) -> None:
+        self._cache[i] = frame
+        self._cache.move_to_end(i)
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+
+    def get(self, i: int) -> np.ndarray:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        if self._files is not None:
+            img = cv2.imread(str(self._files[i]), cv2.IMREAD_COLOR)
+            if img is None:
+                raise VideoError(f"{self._files[i]}: unreadable image")
+            self._remember(i, img)
+            return img
+        if self._cap is None or i < self._next:
+            if self._cap is not None:
+                self._cap.release()
+            self._cap = _open_capture(self.src.path)
+            self._next = 0
+            target = max(0, i - self.capacity + 1)
+            while self._next < target:
+                if not self._cap.grab():
+                    raise VideoError(f"{self.src.path}: ends before frame {i}")
+                self._next += 1
+        while self._next <= i:
+            ok, frame = self._cap.read()
+            if not ok:
+                raise VideoError(f"{self.src.path}: ends before frame {i}")
+            self._remember(self._next, frame)
+            self._next += 1
+        return self._cache[i]
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

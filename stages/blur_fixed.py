@@ -1,14 +1,9 @@
 """Stage `blur_fixed`: fixed-window (CFMD-style) blurry samples for every video."""
 import argparse
-import shutil
-from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from pipeline.build import counts_by, run_method
+from pipeline.build import build_stage
 from pipeline.fixed import CropParams, FixedParams, build_video
-from pipeline.ingest import read_catalog
-from pipeline.runtime import load_params, setup_logging, write_json
+from pipeline.runtime import load_params, setup_logging
 
 
 def get_args_parser():
@@ -23,19 +18,9 @@ def get_args_parser():
 def main(args):
     setup_logging()
     params = load_params("crop", "blur", "compute")
-    root = Path(args.root)
-    shutil.rmtree(root / "fixed", ignore_errors=True)
-    (root / "fixed").mkdir(parents=True)
-    samples, stats, skipped = run_method(
-        "fixed", build_video, read_catalog(args.catalog), args.landmarks, root,
-        n_jobs=params["compute"]["n_jobs"], backend=params["compute"].get("backend"),
-        p=FixedParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
-        png_level=int(params["blur"].get("png_level", 1)))
-    pq.write_table(samples, root / "fixed" / "samples.parquet", compression="zstd")
-    write_json(root / "fixed" / "skipped.json", skipped)
-    write_json(args.metrics, {"windows": stats, "videos_skipped": len(skipped),
-                              "samples": {"total": samples.num_rows, **counts_by(samples, "split", "n_frames")}})
-    print(f"blur_fixed: {samples.num_rows} samples, {len(skipped)} videos skipped -> {root / 'fixed'}")
+    build_stage("fixed", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
+                p=FixedParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
+                png_level=int(params["blur"].get("png_level", 1)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ TEST_DATA = Path(__file__).resolve().parent / "data"
 GRID = VIDEOS / "grid"
 WEBCAM = VIDEOS / "webcam"
 
-DATA_STAGES = ("ingest", "landmarks", "blur_fixed", "manifest")
+DATA_STAGES = ("ingest", "landmarks", "blur_fixed", "blur_vla", "manifest")
 
 
 def repo_params() -> dict:
@@ -61,7 +61,7 @@ def read_frames(path: Path, limit: int | None = None) -> list:
 
 def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stages=DATA_STAGES) -> Path:
     """Run the data stages in `workdir` on videos under `source`; return the dataset root."""
-    from stages import blur_fixed, ingest, landmarks, manifest
+    from stages import blur_fixed, blur_vla, ingest, landmarks, manifest
 
     params = deep_update(repo_params(), {"ingest": {"source": str(source)}, "compute": {"n_jobs": 1}})
     params = deep_update(params, overrides or {})
@@ -79,9 +79,13 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
         if "blur_fixed" in stages:
             blur_fixed.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
                                root="data/dataset", metrics="metrics/blur_fixed.json"))
+        if "blur_vla" in stages:
+            blur_vla.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
+                             root="data/dataset", metrics="metrics/blur_vla.json"))
         if "manifest" in stages:
-            manifest.main(ns(samples=["data/dataset/fixed/samples.parquet"], root="data/dataset",
-                             metrics="metrics/dataset.json"))
+            methods = [m for m in ("fixed", "vla") if f"blur_{m}" in stages]
+            manifest.main(ns(samples=[f"data/dataset/{m}/samples.parquet" for m in methods],
+                             root="data/dataset", metrics="metrics/dataset.json"))
     finally:
         os.chdir(cwd)
     return workdir / "data" / "dataset"

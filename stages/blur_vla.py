@@ -1,0 +1,28 @@
+"""Stage `blur_vla`: variable-length averaging (Chrysos et al.) samples for every video."""
+import argparse
+
+from pipeline.build import build_stage
+from pipeline.fixed import CropParams
+from pipeline.vla import VLAParams, build_video
+from pipeline.runtime import load_params, setup_logging
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--catalog", default="data/ingest/catalog.parquet")
+    p.add_argument("--landmarks", default="data/landmarks")
+    p.add_argument("--root", default="data/dataset", help="dataset root; writes <root>/vla/")
+    p.add_argument("--metrics", default="metrics/blur_vla.json")
+    return p
+
+
+def main(args):
+    setup_logging()
+    params = load_params("crop", "blur", "compute")
+    build_stage("vla", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
+                p=VLAParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
+                png_level=int(params["blur"].get("png_level", 1)))
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

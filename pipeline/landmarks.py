@@ -29,6 +29,11 @@ N_POINTS = 68
 # smooth track (landmark box overlapping the previous frame's this much).
 CONFIDENT_SCORE = 0.5
 CONFIDENT_IOU = 0.8
+# The shape predictor returns a face-shaped set of points in any box, face or not; tracking also
+# requires the face to still look like the last detected one (normalised correlation of a small
+# grey patch of the landmark box).
+MIN_APPEARANCE = 0.5
+APPEARANCE_SIZE = 32
 SOURCES = ("pts", "detect", "track", "none")
 
 LANDMARKS_SCHEMA = pa.schema([
@@ -70,6 +75,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def appearance(gray: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Zero-mean unit-norm grey patch of the landmark box: a cheap 'is it still that face' signature."""
+    h, w = gray.shape
+    b = points_box(pts)
+    x0, y0 = int(np.clip(np.floor(b[0]), 0, w - 1)), int(np.clip(np.floor(b[1]), 0, h - 1))
+    x1, y1 = int(np.clip(np.ceil(b[2]) + 1, x0 + 1, w)), int(np.clip(np.ceil(b[3]) + 1, y0 + 1, h))
+    v = cv2.resize(gray[y0:y1, x0:x1], (APPEARANCE_SIZE, APPEARANCE_SIZE), interpolation=cv2.INTER_AREA)
+    v = v.astype(np.float32).ravel()
+    v -= v.mean()
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-6 else v
+
+
 def sharpness(gray: np.ndarray, box: np.ndarray) -> float:
     """Variance of the Laplacian over the face's box: the blur gate of CFMD-style datasets."""
     h, w = gray.shape
@@ -95,6 +113,7 @@ class FaceTracker:
         # in landmark-box units): tracking rebuilds a detector-like box from the last landmarks,
         # because the predictor was trained on detector boxes, not landmark boxes.
         self.rect_rel = np.array([0.0, 0.0, 1.0])
+        self.reference: np.ndarray | None = None  # appearance of the last detected face
 
     def _predict(self, gray: np.ndarray, rect) -> np.ndarray:
         shape = self.predictor(gray, rect)
@@ -118,6 +137,7 @@ class FaceTracker:
         rc = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
         lc = (lb[:2] + lb[2:]) / 2
         self.rect_rel = np.array([*(rc - lc) / size, rect.width() / size])
+        self.reference = appearance(gray, pts)
         return pts, float(scores[k])
 
     def track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
@@ -128,6 +148,8 @@ class FaceTracker:
         rect = self._dlib.rectangle(int(round(c[0] - half)), int(round(c[1] - half)),
                                     int(round(c[0] + half)), int(round(c[1] + half)))
         pts = self._predict(gray, rect)
+        if self.reference is not None and float(appearance(gray, pts) @ self.reference) < MIN_APPEARANCE:
+            return pts, 0.0  # the box no longer holds the face we were tracking
         return pts, box_iou(points_box(pts), lb)
 
     def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, str, float, bool]:
@@ -150,10 +172,12 @@ class FaceTracker:
             return None, "none", 0.0, False
         return pts, "detect", score, score >= CONFIDENT_SCORE
 
-    def reset(self, pts: np.ndarray | None) -> None:
+    def reset(self, pts: np.ndarray | None, gray: np.ndarray | None = None) -> None:
         """Seed tracking from trusted points (e.g. a .pts annotation)."""
         self.prev = pts
         self.since_detect = 0
+        if pts is not None and gray is not None:
+            self.reference = appearance(gray, pts)
 
 
 def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa.Table:
@@ -177,7 +201,7 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
                 log.warning("%s: %d points, expected 68; falling back to dlib", annots[number], len(pts))
                 pts = None
         if pts is not None:
-            tracker.reset(pts)
+            tracker.reset(pts, gray)
             source, quality, ok = "pts", 1.0, True
         else:
             pts, source, quality, ok = tracker.step(gray)

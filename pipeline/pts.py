@@ -38,12 +38,18 @@ def read_pts(path: str | Path) -> np.ndarray:
     body = lines[i + 1:end]
     if len(body) != n:
         raise PtsError(f"{path}: header says {n} points, block holds {len(body)}")
+    rows = [ln.split() for ln in body]
+    bad = next((ln for ln, r in zip(body, rows) if len(r) != 2), None)
+    if bad is not None:
+        raise PtsError(f"{path}: every point needs exactly two coordinates, got {bad!r}")
     try:
-        pts = np.array([[float(v) for v in ln.split()] for ln in body], dtype=np.float32)
+        pts = np.array([[float(v) for v in r] for r in rows], dtype=np.float32)
     except ValueError as e:
         raise PtsError(f"{path}: non-numeric coordinate ({e})") from e
     if pts.shape != (n, 2):
         raise PtsError(f"{path}: every point needs exactly two coordinates")
+    if not np.isfinite(pts).all():
+        raise PtsError(f"{path}: non-finite coordinate (nan or inf)")
     return pts
 
 
@@ -51,9 +57,7 @@ def annotations_by_number(annot_dir: str | Path | None) -> dict[int, Path]:
     """Map frame number (from the file name, 1-based in 300VW) to its .pts file."""
     if not annot_dir:
         return {}
-    out = {}
-    for p in Path(annot_dir).glob("*.pts"):
-        digits = "".join(ch for ch in p.stem if ch.isdigit())
-        if digits:
-            out[int(digits)] = p
-    return out
+    from .video import frame_number_of  # one rule for frame numbers in file names
+
+    return {frame_number_of(p, -1): p for p in sorted(Path(annot_dir).glob("*.pts"))
+            if frame_number_of(p, -1) >= 0}

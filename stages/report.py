@@ -1,0 +1,38 @@
+"""Stage `report`: dataset summary metrics, DVC plot tables and contact sheets."""
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from pipeline.manifest import read_manifests
+from pipeline.report import summary, write_plots, write_sheets
+from pipeline.runtime import setup_logging, write_json
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--root", default="data/dataset")
+    p.add_argument("--ingest-metrics", default="metrics/ingest.json")
+    p.add_argument("--landmarks-metrics", default="metrics/landmarks.json")
+    p.add_argument("--plots", default="reports/plots")
+    p.add_argument("--sheets", default="reports/sheets")
+    p.add_argument("--metrics", default="metrics/report.json")
+    p.add_argument("--examples", type=int, default=4, help="samples per method on each contact sheet")
+    return p
+
+
+def main(args):
+    setup_logging()
+    table = read_manifests(args.root)
+    ingest = json.loads(Path(args.ingest_metrics).read_text())
+    landmarks = json.loads(Path(args.landmarks_metrics).read_text())
+    write_json(args.metrics, summary(table, ingest, landmarks))
+    for d in (args.plots, args.sheets):
+        shutil.rmtree(d, ignore_errors=True)
+    write_plots(table, Path(args.plots))
+    sheets = write_sheets(table, args.root, Path(args.sheets), args.examples)
+    print(f"report: {table.num_rows} samples; plots in {args.plots}; sheets: {', '.join(map(str, sheets))}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -17,10 +17,14 @@ quality  The running average (with the new frame) must stay close to the new mid
          shortens windows.
 flow     Dense optical flow (OpenCV DIS) between the last frame and the new one on a grey face
          crop (the last frame's box); its mean vector over the landmark box, in output-crop
-         pixels (crop.size grid), is this step's motion v. It fails on failure, |v| > `max_step`,
-         or on oscillation: v turns against the motion so far m (sum of the window's earlier
-         steps), cos(v, m) < `reversal_cos`, counted only when |v| and |m| are >= `min_step`.
-         Lowering `max_step` or raising `reversal_cos` shortens windows.
+         pixels (crop.size grid), is this step's motion v. It fails on
+         - flow failure: the new frame warped back by the flow still differs from the last one
+           (mean absolute grey difference over the landmark box > `max_residual`, 0-255 scale),
+           or v is not finite. DIS underestimates large jumps, so magnitude alone misses them;
+         - too fast: |v| > `max_step`;
+         - oscillation: v turns against the motion so far m (sum of the window's earlier steps),
+           cos(v, m) < `reversal_cos`, counted only when |v| and |m| are >= `min_step`.
+         Lowering `max_step` / `max_residual` or raising `reversal_cos` shortens windows.
 max_len  The window reached `max_len` frames.
 end      The next frame does not exist or is unusable: end of the video, no face, below the
          sharpness gate (`min_sharpness`), or a gap in an image sequence.
@@ -68,6 +72,7 @@ class VLAParams:
     flow_max_step: float = 8.0
     flow_reversal_cos: float = -0.5
     flow_min_step: float = 1.0
+    flow_max_residual: float = 10.0
     gamma: float = 1.0
 
     @classmethod
@@ -82,6 +87,8 @@ class VLAParams:
         p = cls(**flat, gamma=float(blur.get("gamma", 1.0)))
         if p.start not in ("after_end", "stride"):
             raise ValueError(f"blur.vla.start must be after_end or stride, got {p.start!r}")
+        if p.stride < 1:
+            raise ValueError(f"blur.vla.stride must be >= 1, got {p.stride}")
         if not 2 <= p.min_len <= p.max_len:
             raise ValueError(f"blur.vla needs 2 <= min_len <= max_len, got {p.min_len}, {p.max_len}")
         return p
@@ -110,7 +117,9 @@ class _Analyzer:
         self.w, self.h = frame_w, frame_h
         self.boxes = widened_boxes(np.where(np.isnan(lm["points"]), 0, lm["points"]), crop.widen)
         self._grey: dict[int, np.ndarray] = {}
-        self._flow: dict[tuple[int, int], np.ndarray] = {}
+        self._flow: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
+        size = self.p.analysis_size
+        self._grid = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
     def grey(self, i: int) -> np.ndarray:
@@ -127,8 +136,8 @@ class _Analyzer:
     def analysis_crop(self, i: int, box: np.ndarray) -> np.ndarray:
         return crop_resize(self.grey(i), box, self.p.analysis_size)
 
-    def flow_step(self, a: int, b: int) -> np.ndarray:
-        """Mean flow a -> b over a's landmark box, in output-crop pixels."""
+    def flow_step(self, a: int, b: int) -> tuple[np.ndarray, float]:
+        """Mean flow a -> b over a's landmark box (output-crop pixels), and the warp residual."""
         key = (a, b)
         if key not in self._flow:
             box = self.own_box(a)
@@ -138,8 +147,13 @@ class _Analyzer:
             lb = (points_box(self.lm["points"][a]) - np.r_[box[:2], box[:2]]) * scale
             x0, y0 = max(int(lb[0]), 0), max(int(lb[1]), 0)
             x1, y1 = min(int(np.ceil(lb[2])) + 1, fa.shape[1]), min(int(np.ceil(lb[3])) + 1, fa.shape[0])
-            region = flow[y0:y1, x0:x1].reshape(-1, 2) if x1 > x0 and y1 > y0 else flow.reshape(-1, 2)
-            self._flow[key] = region.mean(0).astype(np.float64) * (self.crop.size / self.p.analysis_size)
+            if not (x1 > x0 and y1 > y0):
+                x0, y0, x1, y1 = 0, 0, fa.shape[1], fa.shape[0]
+            warped = cv2.remap(fb, self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1],
+                               cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            residual = float(np.abs(warped[y0:y1, x0:x1].astype(np.float32) - fa[y0:y1, x0:x1]).mean())
+            v = flow[y0:y1, x0:x1].reshape(-1, 2).mean(0).astype(np.float64)
+            self._flow[key] = (v * (self.crop.size / self.p.analysis_size), residual)
             if len(self._flow) > 8 * self.p.max_len:
                 self._flow.pop(next(iter(self._flow)))
         return self._flow[key]
@@ -161,7 +175,7 @@ def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: i
         if not 0 <= t < n or not ok[t] or not follows[max(last, t)]:
             return seq, "end"
         crop_t = an.analysis_crop(t, first_box).astype(np.float64)
-        v = an.flow_step(last, t) if p.flow else np.zeros(2)
+        v, residual = an.flow_step(last, t) if p.flow else (np.zeros(2), 0.0)
         if len(seq) >= p.min_len:
             if p.overlap and parts_overlapping(pts[s], pts[t], p.overlap_min_iou) < p.overlap_min_parts:
                 return seq, "overlap"
@@ -172,7 +186,7 @@ def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: i
                     return seq, "quality"
             if p.flow:
                 vn, mn = np.linalg.norm(v), np.linalg.norm(motion)
-                if vn > p.flow_max_step:
+                if not np.isfinite(vn) or residual > p.flow_max_residual or vn > p.flow_max_step:
                     return seq, "flow"
                 if vn >= p.flow_min_step and mn >= p.flow_min_step and v @ motion / (vn * mn) < p.flow_reversal_cos:
                     return seq, "flow"

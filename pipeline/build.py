@@ -6,13 +6,14 @@ its partial outputs removed, and listed as skipped with the reason; the run goes
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .ingest import source_of
+from .ingest import source_of, with_absolute_paths
 from .landmarks import read_landmarks
 from .parallel import map_videos
 from .samples import SAMPLES_SCHEMA
@@ -56,8 +57,9 @@ def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_j
 
     Returns (all samples sorted, summed stats, skipped [{video_id, reason}]).
     """
-    results = map_videos(_one_video, catalog, n_jobs=n_jobs, backend=backend, desc=method,
-                         build=build, method=method, landmarks_dir=str(landmarks_dir), root=str(root),
+    results = map_videos(_one_video, [with_absolute_paths(v) for v in catalog], n_jobs=n_jobs, backend=backend,
+                         desc=method, build=build, method=method, landmarks_dir=os.path.abspath(landmarks_dir),
+                         root=os.path.abspath(root),
                          **kwargs)
     tables, totals, skipped = [], {}, []
     for vid, table, stats, err in results:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -53,11 +54,14 @@ def build_catalog(source: str, params: dict, n_jobs: int = 1) -> tuple[pa.Table,
     """Probe every video under `source`; return (catalog table, rejects [{path, reason}])."""
     sources, dup_rejects = discover(source)
     rejects = [{"path": p, "reason": r} for p, r in dup_rejects]
-    results = map_videos(_probe_one, sources, n_jobs=n_jobs, desc="ingest",
+    # probe through absolute paths (workers may run elsewhere); the catalog keeps the paths as found
+    absolute = [VideoSource(s.video_id, os.path.abspath(s.path), s.kind,
+                            os.path.abspath(s.annot_dir) if s.annot_dir else None) for s in sources]
+    results = map_videos(_probe_one, absolute, n_jobs=n_jobs, desc="ingest",
                          image_fps=float(params.get("image_fps", 30.0)))
     rows = []
     test_videos = [str(v) for v in params.get("test_videos") or []]
-    for src, info, err in results:
+    for src, (_, info, err) in zip(sources, results):
         if err is not None:
             log.warning("rejected %s", err)
             rejects.append({"path": src.path, "reason": err})
@@ -77,6 +81,13 @@ def build_catalog(source: str, params: dict, n_jobs: int = 1) -> tuple[pa.Table,
 def read_catalog(path: str | Path) -> list[dict]:
     """The catalog rows (video_id, path, kind, split, n_frames, ...) in catalog order."""
     return pq.read_table(path).to_pylist()
+
+
+def with_absolute_paths(row: dict) -> dict:
+    """A catalog row whose paths resolve anywhere: worker processes (loky reuses them, Dask runs
+    them elsewhere) do not share the caller's working directory."""
+    return {**row, "path": os.path.abspath(row["path"]),
+            "annot_dir": os.path.abspath(row["annot_dir"]) if row.get("annot_dir") else row.get("annot_dir")}
 
 
 def source_of(row: dict) -> VideoSource:

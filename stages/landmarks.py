@@ -3,7 +3,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from pipeline.ingest import read_catalog
+from pipeline.ingest import read_catalog, with_absolute_paths
 from pipeline.landmarks import LandmarkParams, landmarks_for_video
 from pipeline.parallel import map_videos
 from pipeline.runtime import load_params, setup_logging, write_json
@@ -24,9 +24,10 @@ def main(args):
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     videos = read_catalog(args.catalog)
-    results = map_videos(landmarks_for_video, videos, n_jobs=params["compute"]["n_jobs"],
+    results = map_videos(landmarks_for_video, [with_absolute_paths(v) for v in videos],
+                         n_jobs=params["compute"]["n_jobs"],
                          backend=params["compute"].get("backend"), desc="landmarks",
-                         out_dir=str(out), params=LandmarkParams.from_params(params["landmarks"]))
+                         out_dir=str(out.resolve()), params=LandmarkParams.from_params(params["landmarks"]))
     failed = [r for r in results if r["error"]]
     ok = [r for r in results if not r["error"]]
     no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]

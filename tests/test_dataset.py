@@ -128,3 +128,15 @@ def test_validation_rejects_broken_rows(small_run):
                               pa.array([[0.0]] * table.num_rows, pa.list_(pa.float32())))
     with pytest.raises(ManifestError, match="n_frames"):
         validate(broken)
+
+
+def test_reused_worker_processes_write_into_the_current_run(tmp_path, small_source):
+    """loky keeps worker processes between calls; they keep the working directory they started in.
+    A second run elsewhere must still write (and find) its files in its own folder."""
+    two = deep_update(SMALL_OVERRIDES, {"compute": {"n_jobs": 2}, "blur": {"fixed": {"windows": [5]}}})
+    first = run_stages(tmp_path / "a", small_source, two)
+    second = run_stages(tmp_path / "b", small_source, two)
+    for root in (first, second):
+        validate(read_manifests(root), root)
+    assert sorted(p.name for p in (second / "fixed" / "frames").iterdir()) == \
+        sorted(p.name for p in (first / "fixed" / "frames").iterdir())

@@ -1,0 +1,48 @@
+"""What a finished training stage writes: the weights file, run metadata, small metrics."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.nets.deform_conv import deform_conv_backend
+from pipeline.runtime import write_json
+
+from .ddp import DistEnv
+from .device import Runtime
+from .loop import FitResult
+
+
+def save_weights(path: str | Path, kind: str, config: dict, modules: dict[str, nn.Module], **extra) -> Path:
+    """{kind, config (constructor arguments), state_dicts, ...} written atomically; load with
+    `torch.load(path, weights_only=True)`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {name: {k: v.detach().cpu() for k, v in m.state_dict().items()} for name, m in modules.items()}
+    torch.save({"kind": kind, "config": config, "state_dicts": state, **extra}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def run_metadata(stage: str, params: dict, runtime: Runtime, env: DistEnv, result: FitResult, **extra) -> dict:
+    return {
+        "stage": stage,
+        "params": params,
+        "runtime": {**runtime.metadata(), "world_size": env.world_size},
+        "deform_conv_backend": deform_conv_backend(),
+        "training": result.metadata(),
+        "final_losses": result.losses,
+        **extra,
+    }
+
+
+def write_outputs(metadata_path, metrics_path, metadata: dict, result: FitResult) -> None:
+    write_json(metadata_path, metadata)
+    write_json(metrics_path, {
+        "steps": result.step, "epochs": result.epoch, "seconds": round(result.seconds, 2),
+        "images_per_s": round(result.images_per_s, 2),
+        "final": {k: v for k, v in result.losses.items() if k not in ("step", "epoch", "lr")},
+    })

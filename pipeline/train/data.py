@@ -1,0 +1,171 @@
+"""Training items from the manifests, and the sampler that orders them.
+
+An item is one manifest row's blurry image and ONE of its sharp frames (only that frame is
+decoded, with `load_sharp`):
+
+- target "moment" (CFMD-GAN): a random FMR position k; u = row.u[k];
+- target "middle" (Chrysos et al.): the temporal middle frame, whose source index is
+  start_frame + (N - 1) // 2 for fixed windows and the middle of the sorted frame_indices for
+  VLA samples.
+
+Items also carry `u_flip`, the u the same frame gets once the image is mirrored (see
+`flipped_position`), so the augmentation can flip without knowing the row.
+
+Randomness never depends on which worker loads an item: `EpochSampler` hands the dataset
+(index, item_seed) pairs, item_seed being a function of (seed, epoch, position in epoch) only.
+A resumed run therefore sees exactly the items the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.manifest import _read_rgb, load_sharp, read_manifests
+
+TARGETS = ("moment", "middle")
+
+
+def training_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
+    """Manifest rows of `split` made by `methods`, sorted by sample_id (stable across reruns)."""
+    table = read_manifests(root, split=split)
+    table = table.filter(pc.is_in(table["method"], value_set=pa.array(list(methods))))
+    if table.num_rows == 0:
+        raise ValueError(f"{root}: no {split} samples made by {list(methods)} in the manifests")
+    return sorted(table.to_pylist(), key=lambda r: r["sample_id"])
+
+
+def middle_position(row: dict) -> int:
+    """FMR position of the temporal middle frame."""
+    n, frames = row["n_frames"], row["frame_indices"]
+    middle = row["start_frame"] + (n - 1) // 2 if row["method"] == "fixed" else sorted(frames)[(n - 1) // 2]
+    return frames.index(middle)
+
+
+def flipped_position(row: dict, position: int) -> int:
+    """FMR position of frame `position` once the crop is mirrored horizontally.
+
+    FMR sorts by x, then y, then time; a mirror negates x, so the frames are re-sorted by
+    (-x, y, time). Frames with distinct x swap ends (u -> 1 - u with the authors' formula);
+    frames tied in x keep their y/time order. (The mirrored key point is strictly the other
+    eye's corner; the eyes move together, so the order is the same.)
+    """
+    keys = np.asarray(row["left_eye_xy"], dtype=np.float64)
+    order = np.lexsort((np.asarray(row["frame_indices"]), keys[:, 1], -keys[:, 0]))
+    return int(np.flatnonzero(order == position)[0])
+
+
+PERMUTATION, ITEM, AUGMENT = 0, 1, 2  # independent random streams of a run
+
+
+def derive_seed(seed: int, stream: int, *parts: int) -> int:
+    """A 32-bit seed that depends only on the run's seed, a stream id and non-negative parts."""
+    return int(np.random.SeedSequence([seed, stream, *parts]).generate_state(1)[0])
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    return derive_seed(seed, ITEM, epoch, position)
+
+
+class FaceDeblurDataset(Dataset):
+    """(blurry, sharp, u, u_flip) items; keys are indices or (index, item_seed) pairs.
+
+    Images come out as uint8 3xHxW tensors (cheap to collate and copy); `Batch.from_items`
+    turns them into floats in [0, 1] on the device.
+    """
+
+    def __init__(self, rows: list[dict], root: str | Path, target: str = "moment"):
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        self.rows, self.root, self.target = rows, Path(root), target
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def position(self, row: dict, seed: int) -> int:
+        if self.target == "middle":
+            return middle_position(row)
+        return int(np.random.default_rng(seed).integers(row["n_frames"]))
+
+    def __getitem__(self, key) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        row = self.rows[index]
+        k = self.position(row, seed)
+        blurry = _read_rgb(self.root / row["blurry_path"])
+        sharp = load_sharp(row, [k], blurry.shape[0], self.root)[0]
+        return {
+            "blurry": torch.from_numpy(blurry).permute(2, 0, 1).contiguous(),
+            "sharp": torch.from_numpy(sharp).permute(2, 0, 1).contiguous(),
+            "u": torch.tensor(row["u"][k], dtype=torch.float32),
+            "u_flip": torch.tensor(row["u"][flipped_position(row, k)], dtype=torch.float32),
+            "position": k,
+            "index": index,
+        }
+
+
+class EpochSampler(Sampler):
+    """(index, item_seed) pairs of one epoch for one process.
+
+    Like `DistributedSampler(shuffle=True, drop_last=True)` (a permutation seeded by seed and
+    epoch; process `rank` takes every `world_size`-th item; one process takes all), plus what
+    exact resumes and paper-style epochs need: an epoch holds `per_rank` items per process
+    whatever the dataset size (permutations are concatenated), item seeds travel with the
+    indices, and `set_epoch(epoch, skip)` drops the items a resumed run already consumed.
+    """
+
+    def __init__(self, n_items: int, per_rank: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n_items, self.per_rank, self.seed = n_items, per_rank, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+    def __iter__(self):
+        total = self.per_rank * self.world_size
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, PERMUTATION, self.epoch))
+        chunks = [torch.randperm(self.n_items, generator=generator) for _ in range(-(-total // self.n_items))]
+        order = torch.cat(chunks)[:total].tolist()
+        for position in range(self.rank + self.skip * self.world_size, total, self.world_size):
+            yield order[position], item_seed(self.seed, self.epoch, position)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int, seed: int,
+                pin_memory: bool = False) -> DataLoader:
+    """Batches of `batch_size` items in the sampler's order; seeded workers."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+        persistent_workers=num_workers > 0, worker_init_fn=_seed_worker, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class Batch(NamedTuple):
+    """A batch on the device: images float in [0, 1], B x 3 x H x W; u and u_flip [B]."""
+
+    blurry: torch.Tensor
+    sharp: torch.Tensor
+    u: torch.Tensor
+    u_flip: torch.Tensor
+
+    @classmethod
+    def from_items(cls, items: dict, device: torch.device) -> "Batch":
+        def image(x):
+            return x.to(device, non_blocking=True).float().div_(255)
+
+        return cls(image(items["blurry"]), image(items["sharp"]), items["u"].to(device), items["u_flip"].to(device))

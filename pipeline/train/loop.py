@@ -1,0 +1,178 @@
+"""`fit`: the step loop shared by every training stage.
+
+A task (`TrainTask`) owns its networks, optimisers and schedulers and knows how to take one
+optimisation step on a batch; `fit` does the rest: resume, seeded epochs over the training
+items, augmentation on the device, lr decay once per epoch, the loss log and progress bar,
+periodic checkpoints, and a clean stop (checkpoint, then return) on SIGINT / SIGTERM or after
+`stop_after` steps.
+
+Determinism: model init follows `seed_everything(seed)`; item choice follows (seed, epoch,
+position); the augmentation draws from a generator seeded by (seed, rank, step). A resumed
+run therefore repeats the uninterrupted run step for step (bit for bit on CPU; on GPU up
+to the nondeterminism of some CUDA kernels).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import checkpoint, ddp
+from .augment import RandomScaleCrop
+from .config import LoopConfig, RuntimeConfig
+from .data import AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader
+from .device import Runtime
+from .log import LossLog
+
+log = logging.getLogger(__name__)
+
+
+class TrainTask(Protocol):
+    modules: dict[str, nn.Module]  # trained networks (saved in checkpoints)
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]  # stepped once per epoch
+    loss_names: tuple[str, ...]
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns detached scalar losses keyed by `loss_names`."""
+
+
+@dataclass
+class FitResult:
+    completed: bool
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    resumed_from: int
+    losses: dict = field(default_factory=dict)  # the last log row's mean losses
+    seconds: float = 0.0  # this process's training time (excludes a resumed run's earlier part)
+    images_per_s: float = 0.0  # training images per second over all processes
+
+    def metadata(self) -> dict:
+        return dict(self.__dict__)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop stops after the step in progress."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("signal %s: stopping after this step and saving a checkpoint", signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int) -> int:
+    samples = loop.epoch_samples or n_items
+    steps = samples // (loop.batch_size * world_size)
+    if steps < 1:
+        raise ValueError(f"an epoch of {samples} samples holds no batch of {loop.batch_size} x {world_size} processes")
+    return steps
+
+
+def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: Runtime, env: ddp.DistEnv, *,
+        workers: RuntimeConfig, checkpoint_dir: str | Path, log_path: str | Path, params: dict,
+        fingerprint: str, extra_state: dict | None = None, stop_after: int | None = None,
+        desc: str = "train") -> FitResult:
+    per_epoch = steps_per_epoch(loop, len(dataset), env.world_size)
+    total = loop.total_steps(per_epoch)
+    state = checkpoint.load(checkpoint_dir, fingerprint)
+    start, sums, count = 0, {}, 0  # sums / count: losses of the steps since the last log row
+    if state is not None:
+        for name, module in task.modules.items():
+            module.load_state_dict(state["models"][name])
+        for name, opt in task.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in task.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        checkpoint.set_rng_state(state["rng"])
+        start, sums, count = state["step"], state["log_window"]["sums"], state["log_window"]["count"]
+        log.info("resuming from %s at step %d", checkpoint_dir, start)
+    for module in task.modules.values():
+        ddp.broadcast_module(module, env)
+
+    sampler = EpochSampler(len(dataset), per_epoch * loop.batch_size, loop.seed, env.rank, env.world_size)
+    loader = make_loader(dataset, sampler, loop.batch_size, workers.num_workers, loop.seed,
+                         pin_memory=runtime.device.type == "cuda")
+    augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
+    losslog = LossLog(log_path, list(task.loss_names), start, enabled=env.is_main)
+    bar = tqdm(total=total, initial=start, desc=desc, disable=not env.is_main, dynamic_ncols=True)
+    shown = getattr(task, "progress_keys", task.loss_names)
+    first_opt = next(iter(task.optimizers.values()))
+
+    def save(step: int) -> None:
+        if env.is_main:
+            checkpoint.save(checkpoint_dir, {
+                "step": step, "epoch": step // per_epoch, "fingerprint": fingerprint, "params": params,
+                "models": {k: m.state_dict() for k, m in task.modules.items()},
+                "optimizers": {k: o.state_dict() for k, o in task.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in task.schedulers.items()},
+                "log_window": {"sums": {k: float(v) for k, v in sums.items()}, "count": count},
+                **(extra_state or {}),
+            })
+        ddp.barrier(env)
+
+    step, stopped = start, False
+    started = time.perf_counter()
+    with _StopRequest() as stop:
+        while step < total and not stopped:
+            epoch, within = divmod(step, per_epoch)
+            sampler.set_epoch(epoch, within * loop.batch_size)
+            for items in loader:
+                batch = Batch.from_items(items, runtime.device)
+                generator = torch.Generator().manual_seed(derive_seed(loop.seed, AUGMENT, env.rank, step))
+                batch = augment(batch, generator)
+                batch = batch._replace(blurry=runtime.images(batch.blurry), sharp=runtime.images(batch.sharp))
+                losses = task.train_step(batch)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                count += 1
+                step += 1
+                if step % per_epoch == 0:
+                    for sched in task.schedulers.values():
+                        sched.step()
+                if step % loop.log_every == 0 or step == total:
+                    means = ddp.mean_over_ranks({k: v / count for k, v in sums.items()}, env)
+                    row = {k: float(v) for k, v in means.items()}
+                    lr = first_opt.param_groups[0]["lr"]
+                    losslog.write({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr, **row})
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in shown if k in row}, refresh=False)
+                    sums, count = {}, 0
+                bar.update(1)
+                done = step >= total
+                stopped = not done and ddp.any_rank(stop.requested or (stop_after is not None and step >= stop_after),
+                                                    env, runtime.device)
+                if stopped or (not done and loop.checkpoint_every and step % loop.checkpoint_every == 0):
+                    save(step)
+                if done or stopped:
+                    break
+    bar.close()
+    losslog.close()
+    seconds = time.perf_counter() - started
+    completed = step >= total
+    if completed and env.is_main:
+        checkpoint.clear(checkpoint_dir)
+    ddp.barrier(env)
+    trained = step - start
+    return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(losslog.last), seconds,
+                     trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0)

@@ -1,0 +1,52 @@
+"""Apply a preset (a YAML file of params overrides) as a DVC experiment.
+
+    python -m pipeline.train.presets presets/cfmd-paper.yaml          # print the command
+    python -m pipeline.train.presets presets/cfmd-paper.yaml --run    # run it
+
+The preset's leaves become `dvc exp run -S section.key=value` overrides (lists stay whole),
+and its top-level sections, which are stage names, become the targets.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+
+import yaml
+
+
+def overrides(preset: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in preset.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += overrides(value, name + ".")
+        else:
+            out.append(f"{name}={json.dumps(value, separators=(',', ':'))}")
+    return out
+
+
+def command(path: str, extra: list[str] | None = None) -> list[str]:
+    with open(path) as f:
+        preset = yaml.safe_load(f) or {}
+    args = ["dvc", "exp", "run"]
+    for item in overrides(preset):
+        args += ["-S", item]
+    return args + list(extra or []) + list(preset)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("preset")
+    p.add_argument("--run", action="store_true", help="run the command instead of printing it")
+    p.add_argument("extra", nargs="*", help="more `dvc exp run` arguments (after --), e.g. -n paper-run")
+    args = p.parse_args(argv)
+    cmd = command(args.preset, args.extra)
+    if args.run:
+        os.execvp(cmd[0], cmd)
+    print(shlex.join(cmd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Stage `train_cfmd`: train CFMD-GAN (Lee, Han & Heo 2022) on the fixed/VLA manifests.
+
+Reads params section `train_cfmd`. Writes the generator and discriminator weights, run
+metadata (params, device, dtype, perceptual loss used and why, deform-conv backend, steps,
+final losses), small metrics, the loss log (a `dvc plots` CSV) and a PNG sheet of test
+restorations at several u next to their ground truth. An interrupted run (Ctrl-C, SIGTERM,
+--stop-after) leaves a checkpoint in --checkpoints; rerunning resumes from it.
+
+Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_cfmd
+(`steps` count global steps; each process takes batch_size samples per step.)
+"""
+import argparse
+import logging
+
+from pipeline.losses import resolve_perceptual
+from pipeline.runtime import load_params, setup_logging
+from pipeline.train import checkpoint, ddp
+from pipeline.train.artifacts import run_metadata, save_weights, write_outputs
+from pipeline.train.cfmd import CFMDConfig, CFMDTask, cfmd_sheet, config_record
+from pipeline.train.data import FaceDeblurDataset, training_rows
+from pipeline.train.device import resolve_runtime
+from pipeline.train.loop import fit
+from pipeline.train.sheet import sheet_rows, write_sheet
+
+SECTION = "train_cfmd"
+log = logging.getLogger("train_cfmd")
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
+    p.add_argument("--out", default="models/cfmd.pt", help="final weights")
+    p.add_argument("--metadata", default="models/cfmd.json", help="run metadata JSON")
+    p.add_argument("--metrics", default="metrics/train_cfmd.json")
+    p.add_argument("--plot", default="metrics/train_cfmd_loss.csv", help="loss log (CSV)")
+    p.add_argument("--sheet", default="metrics/train_cfmd_samples.png")
+    p.add_argument("--checkpoints", default="models/checkpoints/train_cfmd")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="save a checkpoint and exit after this many steps (rerun to resume)")
+    return p
+
+
+def main(args):
+    setup_logging()
+    params = load_params(SECTION, path=args.params)[SECTION]
+    cfg = CFMDConfig.from_params(params)
+    env = ddp.init()
+    runtime = resolve_runtime(**vars(cfg.runtime), local_rank=env.local_rank)
+    checkpoint.seed_everything(cfg.loop.seed)
+
+    perceptual = resolve_perceptual(cfg.perceptual, cfg.lpips_net)
+    log.info("perceptual loss: %s (%s)", perceptual.used, perceptual.reason)
+    rows = training_rows(args.root, cfg.loop.methods)
+    dataset = FaceDeblurDataset(rows, args.root, target="moment")
+    task = CFMDTask(cfg, runtime, env, perceptual.loss)
+    log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
+
+    result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
+                 log_path=args.plot, params=params, desc=SECTION,
+                 fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                    perceptual=perceptual.used, world_size=env.world_size),
+                 extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
+    if not result.completed:
+        ddp.shutdown(env)
+        raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, rerun to resume")
+
+    if env.is_main:
+        record = config_record(cfg)
+        save_weights(args.out, "cfmd_gan", record, task.modules)
+        sheet = cfg.sheet or {}
+        shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
+        u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
+        write_sheet(args.sheet, cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values))
+        metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
+                                training_samples=len(rows), **record)
+        write_outputs(args.metadata, args.metrics, metadata, result)
+        log.info("wrote %s, %s, %s; final losses %s", args.out, args.plot, args.sheet, result.losses)
+    ddp.shutdown(env)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

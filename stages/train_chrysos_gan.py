@@ -1,0 +1,79 @@
+"""Stage `train_chrysos_gan`: step 2 of Chrysos, Favaro & Zafeiriou (2019), the two-pathway
+conditional GAN on top of the frozen hourglass from `train_chrysos_hg`.
+
+Reads params section `train_chrysos_gan` (the hourglass comes from its weights file, so a
+cGAN param never retrains the hourglass). Writes a self-contained weights file (generator,
+discriminator and the hourglass it was trained with; only the hourglass and G_bl are needed
+at test time), run metadata with the loss weights, small metrics, the loss log (a `dvc plots`
+CSV) and a PNG sheet (blurry | hourglass | G_bl | sharp). Interrupted runs resume.
+
+Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_gan
+"""
+import argparse
+import logging
+
+from pipeline.runtime import load_params, setup_logging
+from pipeline.train import checkpoint, ddp
+from pipeline.train.artifacts import run_metadata, save_weights, write_outputs
+from pipeline.train.chrysos import ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, load_hourglass, loss_weights_record
+from pipeline.train.data import FaceDeblurDataset, training_rows
+from pipeline.train.device import resolve_runtime
+from pipeline.train.loop import fit
+from pipeline.train.sheet import sheet_rows, write_sheet
+
+SECTION = "train_chrysos_gan"
+log = logging.getLogger(SECTION)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
+    p.add_argument("--hourglass", default="models/chrysos_hourglass.pt", help="step-1 weights")
+    p.add_argument("--out", default="models/chrysos_gan.pt", help="final weights")
+    p.add_argument("--metadata", default="models/chrysos_gan.json", help="run metadata JSON")
+    p.add_argument("--metrics", default="metrics/train_chrysos_gan.json")
+    p.add_argument("--plot", default="metrics/train_chrysos_gan_loss.csv", help="loss log (CSV)")
+    p.add_argument("--sheet", default="metrics/train_chrysos_gan_samples.png")
+    p.add_argument("--checkpoints", default="models/checkpoints/train_chrysos_gan")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="save a checkpoint and exit after this many steps (rerun to resume)")
+    return p
+
+
+def main(args):
+    setup_logging()
+    params = load_params(SECTION, path=args.params)[SECTION]
+    cfg = ChrysosGANConfig.from_params(params)
+    env = ddp.init()
+    runtime = resolve_runtime(**vars(cfg.runtime), local_rank=env.local_rank)
+    checkpoint.seed_everything(cfg.loop.seed)
+
+    hourglass, hourglass_config = load_hourglass(args.hourglass, runtime.device)
+    rows = training_rows(args.root, cfg.loop.methods)
+    dataset = FaceDeblurDataset(rows, args.root, target="middle")
+    task = ChrysosGANTask(cfg, runtime, env, hourglass)
+    log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
+
+    result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
+                 log_path=args.plot, params=params, desc=SECTION, stop_after=args.stop_after,
+                 fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows], world_size=env.world_size,
+                                                    hourglass=checkpoint.file_digest(args.hourglass)))
+    if not result.completed:
+        ddp.shutdown(env)
+        raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, rerun to resume")
+
+    if env.is_main:
+        record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,
+                  "loss_weights": loss_weights_record(cfg)}
+        save_weights(args.out, "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
+        rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
+        write_sheet(args.sheet, chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device))
+        write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
+                                                                training_samples=len(rows), **record), result)
+        log.info("wrote %s, %s, %s; final losses %s", args.out, args.plot, args.sheet, result.losses)
+    ddp.shutdown(env)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

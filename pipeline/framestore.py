@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .pngio import encode_png
+
 INDEX_SCHEMA = pa.schema([
     ("frame", pa.int32()),
     ("offset", pa.int64()),
@@ -39,7 +41,7 @@ class FrameStoreWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb")
-        self._png = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+        self._png_level = int(png_level)
         self._rows = {k: [] for k in INDEX_SCHEMA.names}
         self._offset = 0
         self._seen: set[int] = set()
@@ -47,10 +49,7 @@ class FrameStoreWriter:
     def add(self, frame: int, region: np.ndarray, origin: tuple[int, int], frame_size: tuple[int, int]) -> None:
         if frame in self._seen:
             raise ValueError(f"{self.path}: frame {frame} stored twice")
-        ok, buf = cv2.imencode(".png", region, self._png)
-        if not ok:
-            raise IOError(f"{self.path}: PNG encoding failed for frame {frame}")
-        data = buf.tobytes()
+        data = encode_png(region, self._png_level)
         self._f.write(data)
         for k, v in zip(INDEX_SCHEMA.names, (frame, self._offset, len(data), origin[0], origin[1], *frame_size)):
             self._rows[k].append(int(v))

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .framestore import FrameStoreWriter
+from .pngio import png_params
 
 SAMPLES_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -53,7 +54,7 @@ class SampleWriter:
         self.blurry_rel = f"{method}/blurry/{vid}"
         self.store = FrameStoreWriter(self.root / self.store_rel, png_level)
         (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
-        self._png = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+        self._png = png_params(png_level)
         self.rows: list[dict] = []
 
     def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:

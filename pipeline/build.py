@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from .ingest import source_of, with_absolute_paths
 from .landmarks import read_landmarks
 from .parallel import map_videos
-from .samples import SAMPLES_SCHEMA
+from .samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def _remove_partial(root: Path, method: str, video_id: str) -> None:
     shutil.rmtree(root / method / "blurry" / video_id, ignore_errors=True)
     for p in (root / method / "frames").glob(f"{video_id}.bin*"):
         p.unlink()
+    part_path(root, method, video_id).unlink(missing_ok=True)
 
 
 def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, **kwargs):
@@ -40,46 +41,50 @@ def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, *
     if not lm["has_face"].any():
         return vid, None, {}, f"{vid}: no face in any frame"
     try:
-        table, stats = build(source_of(video), video, lm, Path(root), **kwargs)
+        part, stats = build(source_of(video), video, lm, Path(root), **kwargs)
     except Exception as e:  # isolate the video: report, clean up, go on
         _remove_partial(Path(root), method, vid)
         return vid, None, {}, f"{video['path']}: {method} failed: {e}"
     stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
-    n = 0 if table is None else table.num_rows
+    n = 0 if part is None else pq.ParquetFile(part).metadata.num_rows
     log.info("%s: %d %s samples (%s)", vid, n, method,
              ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
-    return vid, table, stats, None
+    return vid, n, stats, None
 
 
 def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_jobs=1, backend=None,
-               **kwargs) -> tuple[pa.Table, dict, list[dict]]:
-    """Apply `build(src, video, landmarks, root, **kwargs) -> (table|None, stats)` to every video.
+               **kwargs) -> tuple[Path, dict, list[dict]]:
+    """Apply `build(src, video, landmarks, root, **kwargs) -> (rows file | None, stats)` to every
+    video, then merge the per-video rows into `<root>/<method>/samples.parquet`, batch by batch and
+    in catalog order (so the result does not depend on n_jobs or the backend).
 
-    Returns (all samples sorted, summed stats, skipped [{video_id, reason}]).
+    Returns (samples.parquet, summed stats, skipped [{video_id, reason}]).
     """
     results = map_videos(_one_video, [with_absolute_paths(v) for v in catalog], n_jobs=n_jobs, backend=backend,
                          desc=method, build=build, method=method, landmarks_dir=os.path.abspath(landmarks_dir),
                          root=os.path.abspath(root),
                          **kwargs)
-    tables, totals, skipped = [], {}, []
-    for vid, table, stats, err in results:
+    totals, skipped, parts = {}, [], []
+    for vid, n, stats, err in results:
         if err:
             log.warning("skipped %s", err)
             skipped.append({"video_id": vid, "reason": err})
             continue
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
-        if table is not None and table.num_rows:
-            tables.append(table)
-    samples = pa.concat_tables(tables) if tables else SAMPLES_SCHEMA.empty_table()
-    samples = samples.sort_by([("video_id", "ascending"), ("direction", "ascending"),
-                               ("n_frames", "ascending"), ("start_frame", "ascending"),
-                               ("sample_id", "ascending")])
-    return samples, totals, skipped
+        if n:
+            parts.append(part_path(root, method, vid))
+    out = Path(root) / method / "samples.parquet"
+    with pq.ParquetWriter(out, SAMPLES_SCHEMA, compression="zstd") as writer:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=FLUSH_ROWS):
+                writer.write_batch(batch)
+    shutil.rmtree(Path(root) / method / "samples", ignore_errors=True)
+    return out, totals, skipped
 
 
 def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_path, compute: dict,
-                **kwargs) -> pa.Table:
+                **kwargs) -> Path:
     """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
     from .ingest import read_catalog
     from .runtime import write_json
@@ -87,9 +92,9 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
     out = Path(root) / method
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    samples, stats, skipped = run_method(method, build, read_catalog(catalog_path), landmarks_dir, root,
-                                         n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
-    pq.write_table(samples, out / "samples.parquet", compression="zstd")
+    path, stats, skipped = run_method(method, build, read_catalog(catalog_path), landmarks_dir, root,
+                                      n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
+    samples = pq.read_table(path, columns=["split", "n_frames"])
     write_json(out / "skipped.json", skipped)
     lengths = samples["n_frames"].to_numpy()
     write_json(metrics_path, {
@@ -99,7 +104,7 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
         if len(lengths) else {},
     })
     print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
-    return samples
+    return path
 
 
 def _key(column: str, value) -> str:

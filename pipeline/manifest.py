@@ -58,22 +58,47 @@ class ManifestError(ValueError):
     pass
 
 
-def fmr_rows(samples: pa.Table, p: FMRParams) -> pa.Table:
-    """Averaging-stage sample rows (temporal order) -> manifest rows (FMR order, with u)."""
-    rows = samples.to_pylist()
-    out = []
-    for r in rows:
-        n = r["n_frames"]
-        lmk = np.asarray(r["landmarks"], dtype=np.float32).reshape(n, 68, 2)
-        keys = key_points(lmk, p)
+def _list_parts(arr) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, values) of a list array, correct for sliced arrays too."""
+    offsets = arr.offsets.to_numpy()
+    return offsets - offsets[0], arr.flatten()
+
+
+def fmr_batch(batch: pa.RecordBatch | pa.Table, p: FMRParams) -> pa.Table:
+    """Averaging-stage sample rows (temporal order) -> manifest rows (FMR order, with u).
+
+    Works column-wise on one batch, so memory is bounded by the batch, not the dataset.
+    """
+    batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+    lm_off, lm_vals = _list_parts(batch.column("landmarks").combine_chunks())
+    keys_all = key_points(lm_vals.flatten().to_numpy().reshape(-1, 68, 2), p)
+    fi_off, fi_vals = _list_parts(batch.column("frame_indices").combine_chunks())
+    fi_vals = fi_vals.to_numpy()
+    if not np.array_equal(lm_off, fi_off):
+        raise ManifestError("samples table: landmarks and frame_indices disagree in length")
+    frames, us, eyes = [], [], []
+    for a, b in zip(fi_off[:-1], fi_off[1:]):
+        keys = keys_all[a:b]
         order = fmr_order(keys)
-        out.append({
-            **{k: r[k] for k in MANIFEST_SCHEMA.names if k in r and k not in ("frame_indices",)},
-            "frame_indices": [r["frame_indices"][i] for i in order],
-            "u": control_factors(n, p.u_formula).tolist(),
-            "left_eye_xy": keys[order].astype(np.float32).tolist(),
-        })
-    return pa.Table.from_pylist(out, schema=MANIFEST_SCHEMA)
+        frames.append(fi_vals[a:b][order])
+        us.append(control_factors(b - a, p.u_formula))
+        eyes.append(keys[order])
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt)) if frames else (lambda xs, dt: np.zeros((0,), dt))
+    off = pa.array(fi_off, pa.int32())
+    columns = {name: batch.column(name) for name in MANIFEST_SCHEMA.names if name in batch.column_names
+               and name != "frame_indices"}
+    columns["frame_indices"] = pa.ListArray.from_arrays(off, pa.array(cat(frames, np.int32)))
+    columns["u"] = pa.ListArray.from_arrays(off, pa.array(cat(us, np.float32)))
+    eye_flat = pa.array(np.concatenate(eyes).astype(np.float32).ravel() if eyes else np.zeros(0, np.float32))
+    columns["left_eye_xy"] = pa.ListArray.from_arrays(off, pa.FixedSizeListArray.from_arrays(eye_flat, 2))
+    return pa.table({f.name: columns[f.name] for f in MANIFEST_SCHEMA}).cast(MANIFEST_SCHEMA)
+
+
+def fmr_table(samples_path: str | Path, p: FMRParams, batch_size: int = 4096) -> pa.Table:
+    """FMR manifest rows of an averaging stage's samples.parquet, read batch by batch."""
+    f = pq.ParquetFile(samples_path)
+    parts = [fmr_batch(b, p) for b in f.iter_batches(batch_size=batch_size)]
+    return pa.concat_tables(parts) if parts else MANIFEST_SCHEMA.empty_table()
 
 
 def validate(table: pa.Table, root: str | Path | None = None) -> None:
@@ -90,7 +115,7 @@ def validate(table: pa.Table, root: str | Path | None = None) -> None:
     if len(set(ids)) != len(ids):
         problems.append("sample_id values are not unique")
     split_of: dict[str, str] = {}
-    for r in table.select(REQUIRED.names).to_pylist():
+    for r in (row for b in table.select(REQUIRED.names).to_batches(4096) for row in b.to_pylist()):
         sid, n = r["sample_id"], r["n_frames"]
         fi, u, eye = r["frame_indices"], r["u"], r["left_eye_xy"]
         if sid is None:

@@ -52,7 +52,7 @@ def frame_regions(windows: list[Window], frame_w: int, frame_h: int) -> dict[int
 
 def render(src, video: dict, lm: dict, root, method: str, windows: list[Window], gamma: float,
            size: int, png_level: int = 1):
-    """Write `windows` as samples of `method` under `root`; return the samples table."""
+    """Write `windows` as samples of `method` under `root`; return the video's rows file."""
     w_, h_ = int(video["width"]), int(video["height"])
     uses: dict[int, list[int]] = defaultdict(list)
     for k, w in enumerate(windows):

@@ -2,7 +2,8 @@
 
 Both averaging methods (fixed windows, VLA) produce samples through `SampleWriter`, into
 `<dataset>/<method>/`: `blurry/<video_id>/<sample_id>.png`, `frames/<video_id>.bin` (+ index)
-and rows of SAMPLES_SCHEMA in temporal order. The `manifest` stage turns those rows into the
+and rows of SAMPLES_SCHEMA in temporal order, streamed to `samples/<video_id>.parquet` every
+FLUSH_ROWS rows so memory does not grow with the length of the video. The `manifest` stage turns those rows into the
 FMR-ordered public manifests, so changing FMR settings never re-runs the averaging.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .framestore import FrameStoreWriter
 from .pngio import png_params
@@ -37,6 +39,14 @@ SAMPLES_SCHEMA = pa.schema([
 ])
 
 
+FLUSH_ROWS = 256
+
+
+def part_path(root: str | Path, method: str, video_id: str) -> Path:
+    """One video's sample rows, merged into `<method>/samples.parquet` by the stage."""
+    return Path(root) / method / "samples" / f"{video_id}.parquet"
+
+
 def landmark_motion(landmarks_crop: np.ndarray) -> float:
     """Mean distance the 68 landmarks travel across the window (crop pixels): a blur-strength measure."""
     if len(landmarks_crop) < 2:
@@ -56,6 +66,9 @@ class SampleWriter:
         (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
         self._png = png_params(png_level)
         self.rows: list[dict] = []
+        self.count = 0
+        self.part = part_path(self.root, method, vid)
+        self._parquet: pq.ParquetWriter | None = None
 
     def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:
         self.store.add(frame, region, origin, frame_size)
@@ -84,7 +97,23 @@ class SampleWriter:
             "landmarks": landmarks_crop.reshape(len(frames), -1).tolist(),
             "motion": landmark_motion(landmarks_crop),
         })
+        self.count += 1
+        if len(self.rows) >= FLUSH_ROWS:
+            self._flush()
 
-    def close(self) -> pa.Table:
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        if self._parquet is None:
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet = pq.ParquetWriter(self.part, SAMPLES_SCHEMA, compression="zstd")
+        self._parquet.write_table(pa.Table.from_pylist(self.rows, schema=SAMPLES_SCHEMA))
+        self.rows = []
+
+    def close(self) -> Path | None:
+        """Finish the frame store and the rows file; return the rows file (None: no samples)."""
         self.store.close()
-        return pa.Table.from_pylist(self.rows, schema=SAMPLES_SCHEMA)
+        self._flush()
+        if self._parquet is not None:
+            self._parquet.close()
+        return self.part if self.count else None

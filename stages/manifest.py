@@ -3,11 +3,10 @@ import argparse
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.build import counts_by
 from pipeline.fmr import FMRParams
-from pipeline.manifest import fmr_rows, write_manifests
+from pipeline.manifest import fmr_table, write_manifests
 from pipeline.runtime import load_params, setup_logging, write_json
 
 
@@ -22,7 +21,7 @@ def get_args_parser():
 def main(args):
     setup_logging()
     fmr = FMRParams.from_params(load_params("manifest.fmr")["manifest.fmr"])
-    table = pa.concat_tables([fmr_rows(pq.read_table(p), fmr) for p in args.samples])
+    table = pa.concat_tables([fmr_table(p, fmr) for p in args.samples])
     written = write_manifests(table, Path(args.root) / "manifests", root=args.root)
     n = table["n_frames"].to_numpy()
     write_json(args.metrics, {

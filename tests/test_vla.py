@@ -136,7 +136,8 @@ def assert_blurry_is_mean(clip: Clip, p: VLAParams, root: Path) -> list[dict]:
     """Render with build_video; every blurry PNG must be the rounded mean of its recorded frames'
     crops, and the rows must be exactly the planned windows."""
     windows, _ = plan_windows(clip.src, clip.video, clip.lm, p, CropParams())
-    table, _ = build_video(clip.src, clip.video, clip.lm, root, p, CropParams())
+    part, _ = build_video(clip.src, clip.video, clip.lm, root, p, CropParams())
+    table = pq.read_table(part)
     rows = table.to_pylist()
     assert sorted((tuple(r["frame_indices"]), r["stop_reason"], r["direction"]) for r in rows) == \
         sorted((tuple(w.frames), w.stop_reason, w.direction) for w in windows)

@@ -51,12 +51,28 @@ def _backend_context(backend: str, n_jobs: int):
 
 def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: str | None = None,
                desc: str = "", **kwargs) -> list:
-    """`[fn(item, **kwargs) for item in items]`, in parallel, in order, with a progress bar."""
+    """`[fn(item, **kwargs) for item in items]`, in parallel, in order, with a progress bar.
+
+    Items that are catalog rows (dicts with `n_frames`) are dispatched longest first, so one
+    long video does not start last and leave the other workers idle; results still come back
+    in input order.
+    """
     n_jobs, backend = resolve(n_jobs, backend)
     items = list(items)
+    order = list(range(len(items)))
+    if all(isinstance(it, dict) and "n_frames" in it for it in items):
+        order.sort(key=lambda i: -int(items[i]["n_frames"]))
+    results = _run(fn, [items[i] for i in order], n_jobs, backend, desc, kwargs)
+    out = [None] * len(items)
+    for i, r in zip(order, results):
+        out[i] = r
+    return out
+
+
+def _run(fn: Callable, items: list, n_jobs: int, backend: str, desc: str, kwargs: dict) -> list:
     bar = tqdm(total=len(items), desc=desc, unit="video", disable=None)
+    out = []
     if n_jobs == 1 or len(items) <= 1 or backend == "sequential":
-        out = []
         for item in items:
             out.append(fn(item, **kwargs))
             bar.update()
@@ -65,11 +81,8 @@ def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: s
     with _backend_context(backend, n_jobs) as name:
         kw = {} if name == "dask" else {"backend": name}
         runner = Parallel(n_jobs=n_jobs, return_as="generator", **kw)
-        out = []
         for result in runner(delayed(fn)(item, **kwargs) for item in items):
             out.append(result)
             bar.update()
     bar.close()
     return out
-
-

@@ -230,6 +230,58 @@ def landmark_difference(ours_dir: Path, naive_dir: Path) -> tuple[float, int, in
     return (float(np.mean(errs)) if errs else float("nan")), len(errs), missing
 
 
+# Where time goes: cProfile's builtin calls grouped into the operations the issue names.
+OPERATIONS = {
+    "decode": ("'read' of 'cv2.VideoCapture", "'grab' of 'cv2.VideoCapture", "<imread>", "<imdecode>"),
+    "detection (dlib HOG)": ("_dlib_pybind11.run",),
+    "landmarks (dlib predictor)": ("landmarks.py:_predict",),
+    "crops (colour, resize)": ("<resize>", "<warpAffine>", "<cvtColor>"),
+    "averaging": ("averaging.py",),
+    "flow + SSIM (VLA checks)": ("DenseOpticalFlow", "<remap>", "conv2d"),
+    "image encoding (PNG)": ("<imencode>", "<imwrite>"),
+    "file I/O": ("BufferedWriter", "write_table", "ParquetWriter"),
+}
+
+
+def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> dict[str, float]:
+    """Seconds per operation for landmarks + blur_fixed + blur_vla of one video, in this process."""
+    import cProfile
+    import pstats
+
+    import yaml
+
+    from pipeline.fixed import CropParams, FixedParams, build_video as fixed_video
+    from pipeline.ingest import read_catalog, source_of
+    from pipeline.landmarks import LandmarkParams, extract_video, read_landmarks
+    from pipeline.vla import VLAParams, build_video as vla_video
+
+    video = next(v for v in read_catalog(catalog_path) if v["video_id"] == video_id)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    out = Path(tempfile.mkdtemp(prefix="breakdown-"))
+    prof = cProfile.Profile()
+    prof.enable()
+    extract_video(source_of(video), LandmarkParams.from_params(params["landmarks"]), video["n_frames"])
+    lm = read_landmarks(landmarks_dir / f"{video_id}.parquet")
+    fixed_video(source_of(video), video, lm, out, FixedParams.from_params({**params["blur"], "min_sharpness": 0}),
+                CropParams.from_params(params["crop"]))
+    vla_video(source_of(video), video, lm, out, VLAParams.from_params(params["blur"]),
+              CropParams.from_params(params["crop"]))
+    prof.disable()
+    shutil.rmtree(out, ignore_errors=True)
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())  # every function's own time adds up to the run
+    spent = {k: 0.0 for k in OPERATIONS}
+    for (filename, _, name), (_, _, tottime, _, _) in stats.items():
+        label = f"{filename}:{name}"
+        for op, needles in OPERATIONS.items():
+            if any(n in label for n in needles):
+                spent[op] += tottime
+                break
+    spent["other (Python, numpy, arrow)"] = max(0.0, total - sum(spent.values()))
+    spent["total"] = total
+    return spent
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("videos", nargs="*", help="default: data/videos/grid/*.mpg data/videos/webcam/*.mp4")
@@ -242,6 +294,8 @@ def main():
     ap.add_argument("--long", action="store_true", help="also run ours on a short vs long webcam clip")
     ap.add_argument("--long-repeat", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also profile landmarks + blur_fixed + blur_vla of the longest video by operation")
     args = ap.parse_args()
 
     videos = args.videos or (sorted(glob.glob(str(REPO / "data/videos/grid/*.mpg")))
@@ -284,6 +338,17 @@ def main():
             print(f"landmarks, ours (detect every k + tracking) vs naive (HOG upsample 1 every frame): "
                   f"mean normalised difference {err:.4f} of the inter-ocular distance over {n} frames; "
                   f"{missing} frames with a face in only one of them")
+        if args.breakdown:
+            import pyarrow.parquet as pq
+            cat = pq.read_table(scratch / "ours/data/ingest/catalog.parquet").to_pylist()
+            longest = max(cat, key=lambda v: v["n_frames"])
+            spent = time_breakdown(scratch / "ours/data/ingest/catalog.parquet", scratch / "ours/data/landmarks",
+                                   longest["video_id"])
+            print(f"\nwhere time goes, landmarks + blur_fixed (gate off) + blur_vla of {longest['video_id']} "
+                  f"({longest['n_frames']} frames, {longest['width']}x{longest['height']}, one process):")
+            for op, sec in spent.items():
+                print(f"  {op:<30}{sec:8.2f} s {1000 * sec / longest['n_frames']:7.2f} ms/frame"
+                      f"{100 * sec / spent['total']:6.0f}%")
         if args.long:
             web = [v for v in videos if "webcam" in v] or videos[:1]
             rows = {}

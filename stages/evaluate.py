@@ -1,0 +1,72 @@
+"""Stage `evaluate@<model>`: score a trained model on the test split (DVC metrics, plots, sheet).
+
+Reads params section `evaluate` (and `crop.widen`, for the fallback face box). Restores test
+samples with the model (batched, bf16 on GPU), scores them against their ground truth with PSNR,
+SSIM, FID, LPIPS (when its weights are on disk), dlib identity distance and Chrysos et al.'s
+landmark error, and writes:
+
+- `--metrics`: the papers' tables per method (`fixed`, `vla`), per N and over all N, with the
+  blurry input as a baseline row (DVC metrics: `dvc metrics diff`, `dvc exp show`);
+- `--results`: one parquet row per (sample, table, system, target frame);
+- `--plots`: `<model>_<method>_vs_n.csv` (PSNR/SSIM vs N) and `<model>_ced.csv` (landmark CED);
+- `--sheet`: a PNG of blurry inputs, restorations and ground truth.
+
+    python -m stages.evaluate --model cfmd --weights models/cfmd.pt
+"""
+import argparse
+import logging
+
+from pipeline.eval.core import EvalConfig, evaluate, summary
+from pipeline.eval.models import DEFAULT_WEIGHTS, ModelFileError, load_model
+from pipeline.eval.outputs import sheet_rows, write_examples, write_plots, write_records
+from pipeline.runtime import load_params, setup_logging, write_json
+
+SECTION = "evaluate"
+log = logging.getLogger(SECTION)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=sorted(DEFAULT_WEIGHTS), help="which model the weights are")
+    p.add_argument("--weights", default=None, help="weights file (default: models/cfmd.pt / models/chrysos_gan.pt)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
+    p.add_argument("--metrics", default=None, help="metrics JSON (default metrics/eval_<model>.json)")
+    p.add_argument("--results", default=None, help="per-pair parquet (default results/eval_<model>.parquet)")
+    p.add_argument("--plots", default="reports/eval", help="folder for the dvc plots CSVs")
+    p.add_argument("--sheet", default=None, help="PNG of examples (default <plots>/<model>_examples.png)")
+    return p
+
+
+def main(args):
+    setup_logging()
+    params = load_params(SECTION, "crop", path=args.params)
+    cfg = EvalConfig.from_params(params[SECTION], params["crop"])
+    weights = args.weights or DEFAULT_WEIGHTS[args.model]
+    metrics = args.metrics or f"metrics/eval_{args.model}.json"
+    results = args.results or f"results/eval_{args.model}.parquet"
+    sheet = args.sheet or f"{args.plots}/{args.model}_examples.png"
+
+    try:
+        model = load_model(weights, cfg.device, cfg.amp, cfg.channels_last)
+        if model.name != args.model:
+            raise ValueError(f"{weights}: holds a {model.kind} model, not {args.model}")
+        ev = evaluate(model, args.root, cfg)
+    except (ModelFileError, ValueError) as e:
+        raise SystemExit(f"{SECTION}: {e}") from None
+    result = summary(ev, cfg, model.name)
+    write_records(results, ev)
+    write_plots(args.plots, result, ev, cfg, model.name)
+    write_examples(sheet, model, sheet_rows(ev.rows, cfg.sheet_samples), args.root, cfg)
+    write_json(metrics, result)
+    for method in cfg.methods:
+        for table, systems in result.get(method, {}).items():
+            for system, cells in systems.items():
+                c = cells["all"]
+                log.info("%-5s %-13s %-7s n=%-4d PSNR %s SSIM %s FID %s id %s lmk AUC %s", method, table, system,
+                         c["n"], c["psnr"], c["ssim"], c["fid"], c["identity_dist"], c["landmark_auc"])
+    log.info("wrote %s, %s, %s and plots in %s in %.1f s", metrics, results, sheet, args.plots, ev.seconds)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

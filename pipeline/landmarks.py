@@ -212,9 +212,14 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
         cols["quality"].append(quality)
         cols["quality_ok"].append(ok)
         cols["sharpness"].append(sharpness(gray, points_box(pts)) if pts is not None else float("nan"))
-        cols["landmarks"].append(pts.reshape(-1).tolist() if pts is not None else None)
+        # float32 arrays, not Python floats: a long video's points stay a few bytes per point
+        cols["landmarks"].append(pts.reshape(-1).astype(np.float32) if pts is not None else None)
     if not cols["frame"]:
         raise VideoError(f"{src.path}: no frame decoded during landmark extraction")
+    points = cols.pop("landmarks")
+    flat = np.stack([p if p is not None else np.zeros(2 * N_POINTS, np.float32) for p in points])
+    missing = pa.array([p is None for p in points])
+    cols["landmarks"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), 2 * N_POINTS, mask=missing)
     return pa.Table.from_pydict(cols, schema=LANDMARKS_SCHEMA)
 
 

@@ -15,7 +15,7 @@ import logging
 from pipeline.losses import resolve_perceptual
 from pipeline.runtime import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
-from pipeline.train.artifacts import run_metadata, save_weights, write_outputs
+from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
 from pipeline.train.cfmd import CFMDConfig, CFMDTask, cfmd_sheet, config_record
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.train.device import resolve_runtime
@@ -28,16 +28,7 @@ log = logging.getLogger("train_cfmd")
 
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
-    p.add_argument("--out", default="models/cfmd.pt", help="final weights")
-    p.add_argument("--metadata", default="models/cfmd.json", help="run metadata JSON")
-    p.add_argument("--metrics", default="metrics/train_cfmd.json")
-    p.add_argument("--plot", default="metrics/train_cfmd_loss.csv", help="loss log (CSV)")
-    p.add_argument("--sheet", default="metrics/train_cfmd_samples.png")
-    p.add_argument("--checkpoints", default="models/checkpoints/train_cfmd")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="save a checkpoint and exit after this many steps (rerun to resume)")
+    add_stage_arguments(p, SECTION, "cfmd")
     return p
 
 

@@ -14,7 +14,7 @@ import logging
 
 from pipeline.runtime import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
-from pipeline.train.artifacts import run_metadata, save_weights, write_outputs
+from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
 from pipeline.train.chrysos import ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, load_hourglass, loss_weights_record
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.train.device import resolve_runtime
@@ -27,17 +27,8 @@ log = logging.getLogger(SECTION)
 
 def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
+    add_stage_arguments(p, SECTION, "chrysos_gan")
     p.add_argument("--hourglass", default="models/chrysos_hourglass.pt", help="step-1 weights")
-    p.add_argument("--out", default="models/chrysos_gan.pt", help="final weights")
-    p.add_argument("--metadata", default="models/chrysos_gan.json", help="run metadata JSON")
-    p.add_argument("--metrics", default="metrics/train_chrysos_gan.json")
-    p.add_argument("--plot", default="metrics/train_chrysos_gan_loss.csv", help="loss log (CSV)")
-    p.add_argument("--sheet", default="metrics/train_chrysos_gan_samples.png")
-    p.add_argument("--checkpoints", default="models/checkpoints/train_chrysos_gan")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="save a checkpoint and exit after this many steps (rerun to resume)")
     return p
 
 

@@ -183,6 +183,34 @@ def test_resume_repeats_the_uninterrupted_run_exactly(small_run, rows, tmp_path)
     assert (tmp_path / "a/loss.csv").read_text() == (tmp_path / "b/loss.csv").read_text()
 
 
+def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, rows, tmp_path):
+    """Step 2 of Chrysos et al. (frozen hourglass + two-pathway cGAN) resumes to the same weights."""
+    loop = loop_config(crop_size=128, flip=False, steps=4)
+    torch.manual_seed(0)
+    hourglass = StackedHourglass(n_stacks=1, depth=2, width=8).freeze()
+    cfg = ChrysosGANConfig.from_params({"generator": {"width_multiplier": 1 / 16},
+                                        "discriminator": {"width_multiplier": 1 / 16}})
+
+    def run(tmp, stop_after=None):
+        torch.manual_seed(loop.seed)
+        task = ChrysosGANTask(cfg, CPU, DistEnv(), hourglass)
+        result = fit(task, FaceDeblurDataset(rows, small_run, "middle"), loop, CPU, DistEnv(),
+                     workers=RuntimeConfig(num_workers=0), checkpoint_dir=tmp / "ckpt",
+                     log_path=tmp / "loss.csv", params={"test": 2}, fingerprint="fp", stop_after=stop_after)
+        return task, result
+
+    straight, done = run(tmp_path / "a")
+    assert done.completed and done.step == 4
+    _, part = run(tmp_path / "b", stop_after=2)
+    assert not part.completed and (tmp_path / "b/ckpt/last.pt").is_file()
+    resumed, rest = run(tmp_path / "b")
+    assert rest.completed and rest.resumed_from == 2
+    for name, module in straight.modules.items():
+        a, b = module.state_dict(), resumed.modules[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert (tmp_path / "a/loss.csv").read_text() == (tmp_path / "b/loss.csv").read_text()
+
+
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     checkpoint.save(tmp_path, {"fingerprint": "old", "step": 3})
     assert checkpoint.load(tmp_path, "new") is None

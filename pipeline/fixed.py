@@ -6,7 +6,7 @@ source (image sequences may have gaps). Rendering (one forward decode) is `pipel
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,12 +52,9 @@ class WindowStats:
     dropped_gap: int = 0
     crop_shift: int = 0
     crop_pad: int = 0
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        d.update(self.extra)
-        return d
+        return dict(self.__dict__)
 
 
 def usable(lm: dict, min_sharpness: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

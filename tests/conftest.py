@@ -36,10 +36,10 @@ def deep_update(base: dict, changes: dict) -> dict:
     return out
 
 
-def write_clip(path: Path, frames, fps: float = 25.0) -> Path:
-    """Write frames (BGR uint8) as an MJPG .avi: near-lossless, and decodable everywhere."""
+def write_clip(path: Path, frames, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
+    """Write frames (BGR uint8); the default MJPG .avi is near-lossless and decodable everywhere."""
     h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
     assert writer.isOpened(), f"cannot write {path}"
     for f in frames:
         writer.write(f)

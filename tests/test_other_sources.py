@@ -92,13 +92,7 @@ PORTRAIT_W, PORTRAIT_H, PORTRAIT_SCALE = 220, 300, 2.4  # -> 528 x 720: longer t
 def write_phone_clip(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     """An MP4 the way phones record portrait video: frames stored sideways (landscape) and a
     90-degree display matrix in the track header, which decoders apply (OpenCV: auto-rotation)."""
-    stored = [cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE) for f in frames]
-    h, w = stored[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    assert writer.isOpened(), f"cannot write {path}"
-    for f in stored:
-        writer.write(f)
-    writer.release()
+    write_clip(path, [cv2.rotate(f, cv2.ROTATE_90_COUNTERCLOCKWISE) for f in frames], fps, "mp4v")
     data = bytearray(path.read_bytes())
     tkhd = data.find(b"tkhd", data.rfind(b"moov"))
     assert tkhd > 0 and data[tkhd + 4] == 0  # version-0 track header

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .pngio import PngEncoder
 from .render import Window, render, window_box
 
 
@@ -95,9 +96,9 @@ def sample_id(video_id: str, n: int, start: int) -> str:
     return f"{video_id}-fixed-n{n:02d}-f{start:06d}"
 
 
-def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png_level: int = 1):
+def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder()):
     """Write one video's fixed-window samples under `root`/fixed; return (table, stats)."""
     windows, stats = plan_windows(lm, int(video["width"]), int(video["height"]), p, crop, video["video_id"])
     if not windows:
         return None, stats
-    return render(src, video, lm, root, "fixed", windows, p.gamma, crop.size, png_level), stats
+    return render(src, video, lm, root, "fixed", windows, p.gamma, crop.size, png), stats

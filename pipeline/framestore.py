@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .pngio import encode_png
+from .pngio import PngEncoder
 
 INDEX_SCHEMA = pa.schema([
     ("frame", pa.int32()),
@@ -37,11 +37,11 @@ def index_path(store_path: str | Path) -> Path:
 
 
 class FrameStoreWriter:
-    def __init__(self, path: str | Path, png_level: int = 1):
+    def __init__(self, path: str | Path, png: PngEncoder = PngEncoder()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb")
-        self._png_level = int(png_level)
+        self._png = png
         self._rows = {k: [] for k in INDEX_SCHEMA.names}
         self._offset = 0
         self._seen: set[int] = set()
@@ -49,7 +49,7 @@ class FrameStoreWriter:
     def add(self, frame: int, region: np.ndarray, origin: tuple[int, int], frame_size: tuple[int, int]) -> None:
         if frame in self._seen:
             raise ValueError(f"{self.path}: frame {frame} stored twice")
-        data = encode_png(region, self._png_level)
+        data = self._png.encode(region)
         self._f.write(data)
         for k, v in zip(INDEX_SCHEMA.names, (frame, self._offset, len(data), origin[0], origin[1], *frame_size)):
             self._rows[k].append(int(v))

@@ -14,6 +14,7 @@ import numpy as np
 
 from .averaging import RunningMean
 from .crop import clip_box, crop_resize, square_box, to_crop_coords, widened_boxes
+from .pngio import PngEncoder
 from .samples import SampleWriter
 from .video import VideoError, iter_frames
 
@@ -38,46 +39,85 @@ def window_box(lm: dict, frames, frame_w: int, frame_h: int, crop) -> tuple[np.n
     return square_box(boxes.mean(0), frame_w, frame_h, crop.edge)
 
 
-def frame_regions(windows: list[Window], frame_w: int, frame_h: int) -> dict[int, np.ndarray]:
-    """Per used frame, the union of the (in-frame parts of the) crop boxes that use it."""
-    regions: dict[int, np.ndarray] = {}
-    for w in windows:
-        b = clip_box(w.box, frame_w, frame_h)
+class Renderer:
+    """Turns windows into one video's samples, frame by frame.
+
+    Frames are pushed in increasing order; a window must be added before its first frame is
+    pushed. A pushed frame is stored once (the union of its windows' boxes) and added to each
+    of its windows' running means; a window is written when its last frame arrives. So a planner
+    that decides windows in frame order (VLA's forward pass) can render them from the frames it
+    has just decoded, instead of decoding the video a second time.
+    """
+
+    def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, size: int,
+                 png: PngEncoder = PngEncoder()):
+        self.src, self.lm, self.gamma, self.size = src, lm, gamma, size
+        self.w, self.h = int(video["width"]), int(video["height"])
+        self.writer = SampleWriter(root, method, video, gamma, png)
+        self._windows: dict[int, Window] = {}
+        self._uses: dict[int, list[int]] = defaultdict(list)
+        self._regions: dict[int, np.ndarray] = {}
+        self._means: dict[int, RunningMean] = {}
+        self._added = 0
+        self.last_pushed = -1
+
+    def add(self, w: Window) -> None:
+        if min(w.frames) <= self.last_pushed:
+            raise ValueError(f"{w.sample_id}: added after frame {self.last_pushed} was rendered")
+        k = self._added
+        self._added += 1
+        self._windows[k] = w
+        b = clip_box(w.box, self.w, self.h)
         for f in w.frames:
-            r = regions.get(f)
-            regions[f] = b.copy() if r is None else np.array([min(r[0], b[0]), min(r[1], b[1]),
-                                                              max(r[2], b[2]), max(r[3], b[3])])
-    return regions
+            self._uses[f].append(k)
+            r = self._regions.get(f)
+            self._regions[f] = b.copy() if r is None else np.array([min(r[0], b[0]), min(r[1], b[1]),
+                                                                    max(r[2], b[2]), max(r[3], b[3])])
+
+    def pending(self, before: int | None = None) -> list[int]:
+        """Frames some added window still needs, in order (only those < `before` if given)."""
+        return sorted(f for f in self._uses if before is None or f < before)
+
+    @property
+    def last_needed(self) -> int:
+        return max(self._uses, default=-1)
+
+    def push(self, i: int, frame: np.ndarray) -> None:
+        self.last_pushed = i
+        ks = self._uses.pop(i, None)
+        if not ks:
+            return
+        if frame.shape[1] != self.w or frame.shape[0] != self.h:
+            raise VideoError(f"{self.src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
+                             f"expected {self.w}x{self.h}")
+        r = self._regions.pop(i)
+        self.writer.store_frame(i, frame[r[1]:r[3], r[0]:r[2]], (int(r[0]), int(r[1])), (self.w, self.h))
+        for k in ks:
+            w = self._windows[k]
+            acc = self._means.setdefault(k, RunningMean(self.gamma))
+            acc.add(crop_resize(frame, w.box, self.size))
+            if i == w.end:
+                frames = sorted(w.frames)
+                self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
+                                to_crop_coords(self.lm["points"][frames], w.box, self.size), w.stop_reason,
+                                w.direction)
+                del self._means[k], self._windows[k]
+
+    def close(self):
+        """Finish the video's files; return its rows file (None: no samples)."""
+        if self._uses:
+            raise VideoError(f"{self.src.path}: video ended before frame {self.last_needed}; "
+                             f"{len(self._windows)} windows incomplete")
+        return self.writer.close()
 
 
 def render(src, video: dict, lm: dict, root, method: str, windows: list[Window], gamma: float,
-           size: int, png_level: int = 1):
-    """Write `windows` as samples of `method` under `root`; return the video's rows file."""
-    w_, h_ = int(video["width"]), int(video["height"])
-    uses: dict[int, list[int]] = defaultdict(list)
-    for k, w in enumerate(windows):
-        for f in w.frames:
-            uses[f].append(k)
-    regions = frame_regions(windows, w_, h_)
-    writer = SampleWriter(root, method, video, gamma, png_level)
-    open_means: dict[int, RunningMean] = {}
-    last = max(w.end for w in windows)
+           size: int, png: PngEncoder = PngEncoder()):
+    """Write `windows` as samples of `method` under `root` in one forward decode; return the rows file."""
+    r = Renderer(src, video, lm, root, method, gamma, size, png)
+    for w in windows:
+        r.add(w)
+    last = r.last_needed
     for i, frame in iter_frames(src, stop=last + 1):
-        if i not in uses:
-            continue
-        if frame.shape[1] != w_ or frame.shape[0] != h_:
-            raise VideoError(f"{src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, expected {w_}x{h_}")
-        r = regions[i]
-        writer.store_frame(i, frame[r[1]:r[3], r[0]:r[2]], (int(r[0]), int(r[1])), (w_, h_))
-        for k in uses[i]:
-            w = windows[k]
-            acc = open_means.setdefault(k, RunningMean(gamma))
-            acc.add(crop_resize(frame, w.box, size))
-            if i == w.end:
-                frames = sorted(w.frames)
-                writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
-                           to_crop_coords(lm["points"][frames], w.box, size), w.stop_reason, w.direction)
-                del open_means[k]
-    if open_means:
-        raise VideoError(f"{src.path}: video ended before frame {last}; {len(open_means)} windows incomplete")
-    return writer.close()
+        r.push(i, frame)
+    return r.close()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .framestore import FrameStoreWriter
-from .pngio import png_params
+from .pngio import PngEncoder
 
 SAMPLES_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -56,28 +55,29 @@ def landmark_motion(landmarks_crop: np.ndarray) -> float:
 
 
 class SampleWriter:
-    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png_level: int = 1):
+    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder()):
         self.root = Path(root)
         self.method, self.video, self.gamma = method, video, float(gamma)
         vid = video["video_id"]
         self.store_rel = f"{method}/frames/{vid}.bin"
         self.blurry_rel = f"{method}/blurry/{vid}"
-        self.store = FrameStoreWriter(self.root / self.store_rel, png_level)
-        (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
-        self._png = png_params(png_level)
+        self.store: FrameStoreWriter | None = None  # opened with the first frame: no files for no samples
+        self._png = png
         self.rows: list[dict] = []
         self.count = 0
         self.part = part_path(self.root, method, vid)
         self._parquet: pq.ParquetWriter | None = None
 
     def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:
+        if self.store is None:
+            self.store = FrameStoreWriter(self.root / self.store_rel, self._png)
+            (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
         self.store.add(frame, region, origin, frame_size)
 
     def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
             landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward") -> None:
         rel = f"{self.blurry_rel}/{sample_id}.png"
-        if not cv2.imwrite(str(self.root / rel), blurry, self._png):
-            raise IOError(f"{self.root / rel}: cannot write the blurry image")
+        self._png.write(self.root / rel, blurry)
         self.rows.append({
             "sample_id": sample_id,
             "video_id": self.video["video_id"],
@@ -112,7 +112,8 @@ class SampleWriter:
 
     def close(self) -> Path | None:
         """Finish the frame store and the rows file; return the rows file (None: no samples)."""
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         self._flush()
         if self._parquet is not None:
             self._parquet.close()

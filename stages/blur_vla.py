@@ -4,6 +4,7 @@ import argparse
 from pipeline.build import build_stage
 from pipeline.fixed import CropParams
 from pipeline.vla import VLAParams, build_video
+from pipeline.pngio import PngEncoder
 from pipeline.runtime import load_params, setup_logging
 
 
@@ -21,7 +22,7 @@ def main(args):
     params = load_params("crop", "blur", "compute")
     build_stage("vla", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
                 p=VLAParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
-                png_level=int(params["blur"].get("png_level", 1)))
+                png=PngEncoder.from_params(params["blur"]))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from pipeline.fixed import CropParams
 from pipeline.landmarks import LandmarkParams, extract_video, read_landmarks
 from pipeline.manifest import load_sample, read_manifests
 from pipeline.video import VideoSource
-from pipeline.vla import VLAParams, build_video, plan_windows
+from pipeline.render import render
+from pipeline.vla import VLAParams, build_video, plan_windows, ssim_grey
 
 SIZE = CropParams().size  # 256: output crops
 # A condition under test acts alone: the others are switched off, no sharpness gate, and windows
@@ -292,6 +293,18 @@ def test_quality_raising_min_ssim_shortens_windows(drift1):
     assert lens[0] > lens[-1] + 3, lens
 
 
+def test_ssim_grey_agrees_with_kornia(drift1):
+    grey = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in drift1.frames]
+    box = np.rint(widened_boxes(drift1.lm["points"][:1], CropParams().widen)[0]).astype(np.int64)
+    crops = [crop_resize(g, box, 128) for g in grey]
+    mean = np.mean(np.stack(crops[:9]).astype(np.float64), 0)
+    pairs = [(crops[0], crops[0]), (crops[0], crops[3]), (crops[0], crops[20]), (mean, crops[4]),
+             (np.zeros((64, 64)), np.full((64, 64), 255.0))]
+    for a, b in pairs:
+        assert ssim_grey(a, b) == pytest.approx(_ssim(a, b), abs=1e-5)
+    assert ssim_grey(crops[0], crops[0]) == pytest.approx(1.0, abs=1e-6)
+
+
 # ------------------------------------------------------------------ max_len, end, min_len
 
 
@@ -372,6 +385,24 @@ def test_stride_start_gives_overlapping_windows(static_clip):
     assert all(set(a.frames) & set(b.frames) for a, b in zip(windows, windows[1:]))  # overlapping
     after_end, _ = plan(static_clip, max_len=6)
     assert [s for s, _, _ in spans(after_end)] == [0, 6, 12, 18, 24]
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(start="stride", stride=3, max_len=6)])
+def test_rendering_while_planning_equals_planning_then_rendering(osc_clip, tmp_path, kw):
+    """build_video renders each window from the frames just decoded to decide it (one decode);
+    the result must be byte-identical to planning every window first and rendering them after."""
+    p = vla(**{**FLOW_ONLY, **kw})
+    one = tmp_path / "one_pass"
+    part, _ = build_video(osc_clip.src, osc_clip.video, osc_clip.lm, one, p, CropParams())
+    windows, _ = plan_windows(osc_clip.src, osc_clip.video, osc_clip.lm, p, CropParams())
+    two = tmp_path / "two_pass"
+    part2 = render(osc_clip.src, osc_clip.video, osc_clip.lm, two, "vla", windows, p.gamma, SIZE)
+    assert pq.read_table(part).equals(pq.read_table(part2))
+    files = sorted(f.relative_to(one) for f in one.rglob("*") if f.is_file() and f.suffix != ".parquet")
+    assert files == sorted(f.relative_to(two) for f in two.rglob("*") if f.is_file() and f.suffix != ".parquet")
+    assert len(files) > len(windows)  # every blurry image and the frame store
+    for f in files:
+        assert (one / f).read_bytes() == (two / f).read_bytes(), f
 
 
 # ------------------------------------------------------------------ params

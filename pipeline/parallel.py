@@ -69,6 +69,20 @@ def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: s
     return out
 
 
+class _OneThreadEach:
+    """Runs `fn` with OpenCV single-threaded: the videos already use every core, and OpenCV's own
+    pool (one thread per core in every worker) would only oversubscribe them."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        import cv2
+
+        cv2.setNumThreads(1)
+        return self.fn(*args, **kwargs)
+
+
 def _run(fn: Callable, items: list, n_jobs: int, backend: str, desc: str, kwargs: dict) -> list:
     bar = tqdm(total=len(items), desc=desc, unit="video", disable=None)
     out = []
@@ -81,7 +95,8 @@ def _run(fn: Callable, items: list, n_jobs: int, backend: str, desc: str, kwargs
     with _backend_context(backend, n_jobs) as name:
         kw = {} if name == "dask" else {"backend": name}
         runner = Parallel(n_jobs=n_jobs, return_as="generator", **kw)
-        for result in runner(delayed(fn)(item, **kwargs) for item in items):
+        task = _OneThreadEach(fn)
+        for result in runner(delayed(task)(item, **kwargs) for item in items):
             out.append(result)
             bar.update()
     bar.close()

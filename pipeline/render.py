@@ -92,10 +92,15 @@ class Renderer:
                              f"expected {self.w}x{self.h}")
         r = self._regions.pop(i)
         self.writer.store_frame(i, frame[r[1]:r[3], r[0]:r[2]], (int(r[0]), int(r[1])), (self.w, self.h))
+        crops: dict[bytes, np.ndarray] = {}  # windows of several N often round to the same box
         for k in ks:
             w = self._windows[k]
+            key = w.box.tobytes()
+            crop = crops.get(key)
+            if crop is None:
+                crop = crops[key] = crop_resize(frame, w.box, self.size)
             acc = self._means.setdefault(k, RunningMean(self.gamma))
-            acc.add(crop_resize(frame, w.box, self.size))
+            acc.add(crop)
             if i == w.end:
                 frames = sorted(w.frames)
                 self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),

@@ -69,7 +69,6 @@ def naive_detect(gray, detector, predictor):
 
 def naive_crop(frame, box, size=256):
     import cv2
-    import numpy as np
     h, w = frame.shape[:2]
     x0, y0, x1, y1 = box
     pad = max(0, -x0, -y0, x1 - w, y1 - h)
@@ -237,9 +236,9 @@ OPERATIONS = {
     "landmarks (dlib predictor)": ("landmarks.py:_predict",),
     "crops (colour, resize)": ("<resize>", "<warpAffine>", "<cvtColor>"),
     "averaging": ("averaging.py",),
-    "flow + SSIM (VLA checks)": ("DenseOpticalFlow", "<remap>", "conv2d"),
-    "image encoding (PNG)": ("<imencode>", "<imwrite>"),
-    "file I/O": ("BufferedWriter", "write_table", "ParquetWriter"),
+    "flow + SSIM (VLA checks)": ("DenseOpticalFlow", "<remap>", "<GaussianBlur>", "ssim_grey"),
+    "image encoding (PNG)": ("<imencode>", "<imwrite>", "fpng", "encode_ndarray"),
+    "file I/O": ("BufferedWriter", "write_table", "ParquetWriter", "io.open", "posix.mkdir"),
 }
 
 
@@ -255,6 +254,9 @@ def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> di
     from pipeline.landmarks import LandmarkParams, extract_video, read_landmarks
     from pipeline.vla import VLAParams, build_video as vla_video
 
+    import cv2
+
+    cv2.setNumThreads(1)  # as in the stages' workers
     video = next(v for v in read_catalog(catalog_path) if v["video_id"] == video_id)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     out = Path(tempfile.mkdtemp(prefix="breakdown-"))

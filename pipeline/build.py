@@ -10,12 +10,12 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .ingest import source_of, with_absolute_paths
 from .landmarks import read_landmarks
 from .parallel import map_videos
+from .counts import counts_by
 from .samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
 
 log = logging.getLogger(__name__)
@@ -105,22 +105,3 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
     })
     print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
     return path
-
-
-def _key(column: str, value) -> str:
-    # "N05" rather than "5", so metric names sort by window length in `dvc metrics show`
-    return f"N{int(value):02d}" if column == "n_frames" else str(value)
-
-
-def counts_by(table: pa.Table, *columns: str) -> dict:
-    """Nested {col1 value: {col2 value: count}} of a table (DVC flattens nested metrics)."""
-    out: dict = {}
-    if table.num_rows == 0:
-        return out
-    grouped = table.group_by(list(columns)).aggregate([([], "count_all")])
-    for r in grouped.to_pylist():
-        node = out
-        for c in columns[:-1]:
-            node = node.setdefault(_key(c, r[c]), {})
-        node[_key(columns[-1], r[columns[-1]])] = r["count_all"]
-    return out

@@ -4,7 +4,9 @@ Manifests live in `<dataset>/manifests/<method>-<split>.parquet` and read as one
 `pyarrow.dataset.dataset("data/dataset/manifests")`. One row per blurry sample; paths are relative
 to the dataset root. The required columns (REFERENCE §3) come first, with exactly these types;
 extra columns follow. Every write is validated, and the bytes depend only on the inputs and
-params (rows sorted, fixed writer options), so reruns give identical files.
+params (rows in catalog order of videos, each video's sorted by SORT_KEYS; fixed writer options),
+so reruns give identical files. The manifest stage streams: memory holds a batch of rows and one
+video's samples, never the dataset.
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ EXTRA = pa.schema([
 MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
 SORT_KEYS = [("video_id", "ascending"), ("method", "ascending"), ("direction", "ascending"),
              ("n_frames", "ascending"), ("start_frame", "ascending"), ("sample_id", "ascending")]
+ROW_GROUP = 1 << 16
 
 
 class ManifestError(ValueError):
@@ -94,15 +97,31 @@ def fmr_batch(batch: pa.RecordBatch | pa.Table, p: FMRParams) -> pa.Table:
     return pa.table({f.name: columns[f.name] for f in MANIFEST_SCHEMA}).cast(MANIFEST_SCHEMA)
 
 
+def iter_fmr(samples_path: str | Path, p: FMRParams, batch_size: int = 4096):
+    """FMR manifest rows of an averaging stage's samples.parquet, batch by batch."""
+    for b in pq.ParquetFile(samples_path).iter_batches(batch_size=batch_size):
+        yield fmr_batch(b, p)
+
+
 def fmr_table(samples_path: str | Path, p: FMRParams, batch_size: int = 4096) -> pa.Table:
-    """FMR manifest rows of an averaging stage's samples.parquet, read batch by batch."""
-    f = pq.ParquetFile(samples_path)
-    parts = [fmr_batch(b, p) for b in f.iter_batches(batch_size=batch_size)]
+    """All FMR manifest rows of a samples.parquet as one table (small datasets, tests)."""
+    parts = list(iter_fmr(samples_path, p, batch_size))
     return pa.concat_tables(parts) if parts else MANIFEST_SCHEMA.empty_table()
 
 
-def validate(table: pa.Table, root: str | Path | None = None) -> None:
-    """Raise ManifestError naming the samples that break the contract."""
+class _Seen:
+    """What validation must remember across batches: sample ids and each video's split."""
+
+    def __init__(self):
+        self.ids: set[str] = set()
+        self.split_of: dict[str, str] = {}
+
+
+def validate(table: pa.Table, root: str | Path | None = None, seen: _Seen | None = None) -> None:
+    """Raise ManifestError naming the samples that break the contract.
+
+    `seen` carries sample ids and splits over the batches of one streamed manifest."""
+    seen = _Seen() if seen is None else seen
     missing = [f.name for f in REQUIRED if f.name not in table.schema.names]
     if missing:
         raise ManifestError(f"manifest lacks required columns {missing}")
@@ -111,10 +130,11 @@ def validate(table: pa.Table, root: str | Path | None = None) -> None:
     if wrong:
         raise ManifestError(f"manifest column types differ from the contract: {wrong}")
     problems = []
-    ids = table["sample_id"].to_pylist()
-    if len(set(ids)) != len(ids):
+    ids = [i for i in table["sample_id"].to_pylist() if i is not None]
+    if len(set(ids)) != len(ids) or not seen.ids.isdisjoint(ids):
         problems.append("sample_id values are not unique")
-    split_of: dict[str, str] = {}
+    seen.ids.update(ids)
+    split_of = seen.split_of
     for r in (row for b in table.select(REQUIRED.names).to_batches(4096) for row in b.to_pylist()):
         sid, n = r["sample_id"], r["n_frames"]
         fi, u, eye = r["frame_indices"], r["u"], r["left_eye_xy"]
@@ -153,32 +173,95 @@ def validate(table: pa.Table, root: str | Path | None = None) -> None:
         raise ManifestError("invalid manifest:\n  " + "\n  ".join(problems[:20]))
 
 
+class ManifestWriter:
+    """Validates manifest rows and writes one parquet file per (method, split), streaming.
+
+    Rows arrive in batches, a video's rows contiguous (the averaging stages write them so). Each
+    video's rows are sorted by SORT_KEYS once the video is complete; files are written under
+    temporary names and replace the old manifests only when `close` succeeds, so a failed run
+    leaves the previous manifests intact.
+    """
+
+    def __init__(self, out_dir: str | Path, root: str | Path | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.out_dir.glob("*.parquet.tmp"):  # left by a run that failed
+            stale.unlink()
+        self.root = root
+        self._seen = _Seen()
+        self._carry: pa.Table | None = None  # rows of a video that may continue in the next batch
+        self._buffers: dict[tuple[str, str], list[pa.Table]] = {}
+        self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        table = table.cast(MANIFEST_SCHEMA)
+        validate(table, self.root, self._seen)
+        if self._carry is not None:
+            table = pa.concat_tables([self._carry, table])
+        if table.num_rows == 0:
+            return
+        vids = table["video_id"].to_numpy(zero_copy_only=False)
+        last = len(vids) - int(np.argmax(vids[::-1] != vids[-1])) if (vids != vids[-1]).any() else 0
+        self._carry = table.slice(last)
+        self._emit(table.slice(0, last))
+
+    def _emit(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        vids = table["video_id"].to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]])
+        for a, b in zip(starts, np.r_[starts[1:], len(vids)]):
+            video = table.slice(a, b - a).sort_by(SORT_KEYS)
+            for method in METHODS:
+                for split in SPLITS:
+                    part = video.filter((pc.field("method") == method) & (pc.field("split") == split))
+                    if part.num_rows:
+                        self._buffer((method, split), part)
+
+    def _buffer(self, key: tuple[str, str], part: pa.Table) -> None:
+        buf = self._buffers.setdefault(key, [])
+        buf.append(part)
+        self.rows += part.num_rows
+        if sum(t.num_rows for t in buf) >= ROW_GROUP:
+            self._flush(key)
+
+    def _flush(self, key: tuple[str, str]) -> None:
+        table = pa.concat_tables(self._buffers.pop(key, [])).combine_chunks()
+        if key not in self._writers:
+            self._writers[key] = pq.ParquetWriter(self._tmp(key), MANIFEST_SCHEMA, compression="zstd",
+                                                  write_statistics=True, store_schema=True)
+        self._writers[key].write_table(table, row_group_size=ROW_GROUP)
+
+    def _tmp(self, key: tuple[str, str]) -> Path:
+        return self.out_dir / f"{key[0]}-{key[1]}.parquet.tmp"
+
+    def close(self) -> list[Path]:
+        """Write what is left and replace the previous manifests; return the paths written."""
+        if self._carry is not None:
+            self._emit(self._carry)
+            self._carry = None
+        for key in list(self._buffers):
+            self._flush(key)
+        for w in self._writers.values():
+            w.close()
+        renames = {self._tmp(k): self._tmp(k).with_suffix("") for k in sorted(self._writers)}
+        if not renames:  # an empty dataset still reads as a (zero-row) table with the contract's schema
+            empty = self.out_dir / "empty.parquet.tmp"
+            pq.write_table(MANIFEST_SCHEMA.empty_table(), empty, compression="zstd", store_schema=True)
+            renames[empty] = empty.with_suffix("")
+        for old in self.out_dir.glob("*.parquet"):
+            old.unlink()
+        for tmp, final in renames.items():
+            os.replace(tmp, final)
+        return list(renames.values())
+
+
 def write_manifests(table: pa.Table, out_dir: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Validate, sort and write one parquet file per (method, split); return the paths written."""
-    table = table.cast(MANIFEST_SCHEMA)
-    validate(table, root)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("*.parquet"):
-        old.unlink()
-    table = table.sort_by(SORT_KEYS)
-    written = []
-    for method in METHODS:
-        for split in SPLITS:
-            part = table.filter((pc.field("method") == method) & (pc.field("split") == split))
-            if part.num_rows:
-                written.append(_write(part, out_dir / f"{method}-{split}.parquet"))
-    if not written:  # an empty dataset still reads as a (zero-row) table with the contract's schema
-        written.append(_write(table, out_dir / "empty.parquet"))
-    return written
-
-
-def _write(table: pa.Table, path: Path) -> Path:
-    tmp = path.with_suffix(".tmp")
-    pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=1 << 16,
-                   write_statistics=True, store_schema=True)
-    os.replace(tmp, path)
-    return path
+    """Validate and write one parquet file per (method, split) from one table; return the paths."""
+    writer = ManifestWriter(out_dir, root)
+    writer.write(table)
+    return writer.close()
 
 
 def read_manifests(root: str | Path = DATASET_ROOT, **filters) -> pa.Table:

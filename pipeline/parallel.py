@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from joblib import Parallel, delayed, parallel_backend
 from tqdm.auto import tqdm

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .build import counts_by
+from .counts import counts_by
 from .manifest import METHODS, load_sample
 from .vla import STOP_REASONS
 

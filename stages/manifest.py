@@ -1,12 +1,10 @@
-"""Stage `manifest`: FMR-reorder every sample and write the validated parquet manifests."""
+"""Stage `manifest`: FMR-reorder every sample and write the validated parquet manifests, streaming."""
 import argparse
 from pathlib import Path
 
-import pyarrow as pa
-
-from pipeline.build import counts_by
+from pipeline.counts import group_counts, nested_counts
 from pipeline.fmr import FMRParams
-from pipeline.manifest import fmr_table, write_manifests
+from pipeline.manifest import ManifestWriter, iter_fmr
 from pipeline.runtime import load_params, setup_logging, write_json
 
 
@@ -21,15 +19,23 @@ def get_args_parser():
 def main(args):
     setup_logging()
     fmr = FMRParams.from_params(load_params("manifest.fmr")["manifest.fmr"])
-    table = pa.concat_tables([fmr_table(p, fmr) for p in args.samples])
-    written = write_manifests(table, Path(args.root) / "manifests", root=args.root)
-    n = table["n_frames"].to_numpy()
+    writer = ManifestWriter(Path(args.root) / "manifests", root=args.root)
+    counts: dict[tuple, int] = {}  # (split, method, n_frames) -> samples
+    for path in args.samples:
+        for batch in iter_fmr(path, fmr):
+            writer.write(batch)
+            for k, n in group_counts(batch, "split", "method", "n_frames").items():
+                counts[k] = counts.get(k, 0) + n
+    written = writer.close()
+    by_method = {}
+    for (split, method, _), n in counts.items():
+        by_method[(split, method)] = by_method.get((split, method), 0) + n
     write_json(args.metrics, {
-        "samples": {"total": table.num_rows, **counts_by(table, "split", "method")},
-        "sharp_frames": int(n.sum()) if len(n) else 0,
-        "by_n": counts_by(table, "split", "method", "n_frames"),
+        "samples": {"total": sum(counts.values()), **nested_counts(by_method, "split", "method")},
+        "sharp_frames": sum(int(k[2]) * n for k, n in counts.items()),
+        "by_n": nested_counts(counts, "split", "method", "n_frames"),
     })
-    print(f"manifest: {table.num_rows} samples -> {', '.join(str(p) for p in written)}")
+    print(f"manifest: {writer.rows} samples -> {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.averaging import average
 from pipeline.manifest import REQUIRED, ManifestError, load_sample, read_manifests, validate
-from conftest import SMALL_OVERRIDES, deep_update, run_stages
+from conftest import SMALL_OVERRIDES, deep_update, repo_params, run_stages
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,47 @@ def test_validation_rejects_broken_rows(small_run):
                               pa.array([[0.0]] * table.num_rows, pa.list_(pa.float32())))
     with pytest.raises(ManifestError, match="n_frames"):
         validate(broken)
+
+
+def test_manifests_stream_batch_by_batch_to_the_same_files(small_run, tmp_path):
+    """The manifest stage writes batch by batch (a video's rows may span batches); the files must
+    be byte-identical to writing the whole table at once, and each video's rows stay sorted."""
+    from pipeline.manifest import ManifestWriter, fmr_table, iter_fmr, write_manifests
+    from pipeline.fmr import FMRParams
+
+    fmr = FMRParams.from_params(repo_params()["manifest"]["fmr"])
+    samples = [small_run / m / "samples.parquet" for m in ("fixed", "vla")]
+    import pyarrow as pa
+    whole = write_manifests(pa.concat_tables([fmr_table(p, fmr) for p in samples]), tmp_path / "whole", small_run)
+    writer = ManifestWriter(tmp_path / "streamed", small_run)
+    for p in samples:
+        for batch in iter_fmr(p, fmr, batch_size=7):  # batches far smaller than one video's rows
+            writer.write(batch)
+    streamed = writer.close()
+    assert [p.name for p in whole] == [p.name for p in streamed]
+    for a, b in zip(whole, streamed):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    rows = read_manifests(small_run).to_pylist()
+    videos = [r["video_id"] for r in rows if r["method"] == "fixed" and r["split"] == "train"]
+    assert len(set(videos)) > 1
+    for vid in set(videos):
+        keys = [(r["n_frames"], r["start_frame"]) for r in rows if r["video_id"] == vid and r["method"] == "fixed"]
+        assert keys == sorted(keys)
+
+
+def test_a_failed_manifest_write_leaves_the_previous_manifests(small_run, tmp_path):
+    from pipeline.manifest import ManifestWriter
+
+    good = read_manifests(small_run)
+    out = tmp_path / "manifests"
+    writer = ManifestWriter(out, small_run)
+    writer.write(good)
+    before = {p.name: p.read_bytes() for p in writer.close()}
+    writer = ManifestWriter(out, small_run)
+    writer.write(good.slice(0, 10))
+    with pytest.raises(ManifestError, match="not unique"):
+        writer.write(good.slice(5, 10))  # sample ids repeat across batches
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
 
 
 def test_reused_worker_processes_write_into_the_current_run(tmp_path, small_source):

@@ -180,15 +180,21 @@ class FaceTracker:
             self.reference = appearance(gray, pts)
 
 
-def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa.Table:
-    """Landmarks for every frame of one video, streamed (one frame in memory at a time)."""
+BATCH_FRAMES = 4096  # landmark rows per written batch: memory does not grow with the video
+
+
+def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batch: int = BATCH_FRAMES):
+    """Landmarks for every frame of one video as tables of up to `batch` rows, streamed from the
+    decoder (one frame in memory at a time)."""
     annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
     numbers = frame_numbers(src, n_frames)
     tracker = FaceTracker(params)
     cols = {k: [] for k in LANDMARKS_SCHEMA.names}
+    decoded = 0
     for i, frame in iter_frames(src):
         if i >= len(numbers):  # decoded more than probed: keep the catalog's count authoritative
             break
+        decoded += 1
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         number = int(numbers[i])
         pts = None
@@ -212,15 +218,27 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
         cols["quality"].append(quality)
         cols["quality_ok"].append(ok)
         cols["sharpness"].append(sharpness(gray, points_box(pts)) if pts is not None else float("nan"))
-        # float32 arrays, not Python floats: a long video's points stay a few bytes per point
         cols["landmarks"].append(pts.reshape(-1).astype(np.float32) if pts is not None else None)
-    if not cols["frame"]:
+        if len(cols["frame"]) == batch:
+            yield _table(cols)
+            cols = {k: [] for k in LANDMARKS_SCHEMA.names}
+    if not decoded:
         raise VideoError(f"{src.path}: no frame decoded during landmark extraction")
+    if cols["frame"]:
+        yield _table(cols)
+
+
+def _table(cols: dict) -> pa.Table:
     points = cols.pop("landmarks")
     flat = np.stack([p if p is not None else np.zeros(2 * N_POINTS, np.float32) for p in points])
     missing = pa.array([p is None for p in points])
     cols["landmarks"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), 2 * N_POINTS, mask=missing)
     return pa.Table.from_pydict(cols, schema=LANDMARKS_SCHEMA)
+
+
+def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa.Table:
+    """Landmarks for every frame of one video, as one table."""
+    return pa.concat_tables(iter_landmarks(src, params, n_frames))
 
 
 def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
@@ -253,18 +271,22 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
     from .ingest import source_of
 
     vid = video["video_id"]
-    try:
-        table = extract_video(source_of(video), params, int(video["n_frames"]))
-    except Exception as e:  # one broken video must not end a run over hundreds
-        return {"video_id": vid, "error": f"{video['path']}: landmark extraction failed: {e}"}
     path = Path(out_dir) / f"{vid}.parquet"
     tmp = path.with_suffix(".tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    counts = dict.fromkeys(SOURCES, 0)
+    try:
+        with pq.ParquetWriter(tmp, LANDMARKS_SCHEMA, compression="zstd") as writer:
+            for table in iter_landmarks(source_of(video), params, int(video["n_frames"])):
+                writer.write_table(table)
+                for s in table["source"].to_pylist():
+                    counts[s] += 1
+    except Exception as e:  # one broken video must not end a run over hundreds
+        tmp.unlink(missing_ok=True)
+        return {"video_id": vid, "error": f"{video['path']}: landmark extraction failed: {e}"}
     tmp.replace(path)
-    sources = table["source"].to_pylist()
-    stats = {"video_id": vid, "error": None, "frames": table.num_rows,
-             "frames_no_face": sources.count("none")}
-    stats.update({f"frames_{s}": sources.count(s) for s in SOURCES if s != "none"})
-    log.info("%s: %d frames, %d without a face (%s)", vid, table.num_rows, stats["frames_no_face"],
-             ", ".join(f"{s}={sources.count(s)}" for s in SOURCES if sources.count(s)))
+    frames = sum(counts.values())
+    stats = {"video_id": vid, "error": None, "frames": frames, "frames_no_face": counts["none"]}
+    stats.update({f"frames_{s}": counts[s] for s in SOURCES if s != "none"})
+    log.info("%s: %d frames, %d without a face (%s)", vid, frames, counts["none"],
+             ", ".join(f"{s}={n}" for s, n in counts.items() if n))
     return stats

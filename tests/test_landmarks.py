@@ -60,3 +60,26 @@ def test_tracking_matches_per_frame_detection_on_a_real_clip():
         errs.append(normalised_error(a, b))
     assert sources.count("track") > 40  # it really tracked
     assert np.mean(errs) < 0.05, np.mean(errs)
+
+
+def test_landmarks_stream_in_batches_with_the_same_rows(tmp_path):
+    """A long video's landmarks are produced and written batch by batch (memory independent of
+    its length); the batches hold exactly the rows of a single pass."""
+    import pyarrow as pa
+
+    from conftest import GRID
+    from pipeline.ingest import build_catalog
+    from pipeline.landmarks import iter_landmarks, landmarks_for_video, read_landmarks
+    from pipeline.video import VideoSource
+
+    src = VideoSource("bbaf2n", str(GRID / "bbaf2n.mpg"), "video")
+    whole = extract_video(src, LandmarkParams(), 75)
+    batches = list(iter_landmarks(src, LandmarkParams(), 75, batch=16))
+    assert [b.num_rows for b in batches] == [16, 16, 16, 16, 11]
+    assert pa.concat_tables(batches).equals(whole)
+    table, _ = build_catalog(str(GRID), {"test_videos": [], "test_fraction": 0.0, "split_salt": "x"})
+    video = next(v for v in table.to_pylist() if v["video_id"] == "bbaf2n")
+    stats = landmarks_for_video(video, str(tmp_path), LandmarkParams())
+    assert stats["error"] is None and stats["frames"] == 75
+    lm = read_landmarks(tmp_path / "bbaf2n.parquet")
+    assert np.array_equal(lm["points"].reshape(75, -1), np.asarray(whole["landmarks"].to_pylist(), np.float32))

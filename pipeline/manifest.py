@@ -4,8 +4,8 @@ Manifests live in `<dataset>/manifests/<method>-<split>.parquet` and read as one
 `pyarrow.dataset.dataset("data/dataset/manifests")`. One row per blurry sample; paths are relative
 to the dataset root. The required columns (REFERENCE §3) come first, with exactly these types;
 extra columns follow. Every write is validated, and the bytes depend only on the inputs and
-params (rows in catalog order of videos, each video's sorted by SORT_KEYS; fixed writer options),
-so reruns give identical files. The manifest stage streams: memory holds a batch of rows and one
+params (rows in the averaging stages' order: videos in catalog order, each video's samples in
+the order its windows completed; fixed writer options), so reruns give identical files. The manifest stage streams: memory holds a batch of rows and one
 video's samples, never the dataset.
 """
 from __future__ import annotations
@@ -52,9 +52,7 @@ EXTRA = pa.schema([
     ("motion", pa.float32()),  # mean landmark path length across the window, crop pixels
 ])
 MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
-SORT_KEYS = [("video_id", "ascending"), ("method", "ascending"), ("direction", "ascending"),
-             ("n_frames", "ascending"), ("start_frame", "ascending"), ("sample_id", "ascending")]
-ROW_GROUP = 1 << 16
+ROW_GROUP = 1 << 14
 
 
 class ManifestError(ValueError):
@@ -97,7 +95,7 @@ def fmr_batch(batch: pa.RecordBatch | pa.Table, p: FMRParams) -> pa.Table:
     return pa.table({f.name: columns[f.name] for f in MANIFEST_SCHEMA}).cast(MANIFEST_SCHEMA)
 
 
-def iter_fmr(samples_path: str | Path, p: FMRParams, batch_size: int = 4096):
+def iter_fmr(samples_path: str | Path, p: FMRParams, batch_size: int = 1024):
     """FMR manifest rows of an averaging stage's samples.parquet, batch by batch."""
     for b in pq.ParquetFile(samples_path).iter_batches(batch_size=batch_size):
         yield fmr_batch(b, p)
@@ -174,12 +172,11 @@ def validate(table: pa.Table, root: str | Path | None = None, seen: _Seen | None
 
 
 class ManifestWriter:
-    """Validates manifest rows and writes one parquet file per (method, split), streaming.
+    """Validates manifest rows and writes one parquet file per (method, split), batch by batch.
 
-    Rows arrive in batches, a video's rows contiguous (the averaging stages write them so). Each
-    video's rows are sorted by SORT_KEYS once the video is complete; files are written under
-    temporary names and replace the old manifests only when `close` succeeds, so a failed run
-    leaves the previous manifests intact.
+    Memory holds one batch and at most ROW_GROUP buffered rows per file, never the dataset (only
+    the sample ids, for the uniqueness check). Files are written under temporary names and replace
+    the old manifests only when `close` succeeds, so a failed run leaves the previous ones intact.
     """
 
     def __init__(self, out_dir: str | Path, root: str | Path | None = None):
@@ -189,7 +186,6 @@ class ManifestWriter:
             stale.unlink()
         self.root = root
         self._seen = _Seen()
-        self._carry: pa.Table | None = None  # rows of a video that may continue in the next batch
         self._buffers: dict[tuple[str, str], list[pa.Table]] = {}
         self._writers: dict[tuple[str, str], pq.ParquetWriter] = {}
         self.rows = 0
@@ -197,27 +193,11 @@ class ManifestWriter:
     def write(self, table: pa.Table) -> None:
         table = table.cast(MANIFEST_SCHEMA)
         validate(table, self.root, self._seen)
-        if self._carry is not None:
-            table = pa.concat_tables([self._carry, table])
-        if table.num_rows == 0:
-            return
-        vids = table["video_id"].to_numpy(zero_copy_only=False)
-        last = len(vids) - int(np.argmax(vids[::-1] != vids[-1])) if (vids != vids[-1]).any() else 0
-        self._carry = table.slice(last)
-        self._emit(table.slice(0, last))
-
-    def _emit(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        vids = table["video_id"].to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], len(vids)]):
-            video = table.slice(a, b - a).sort_by(SORT_KEYS)
-            for method in METHODS:
-                for split in SPLITS:
-                    part = video.filter((pc.field("method") == method) & (pc.field("split") == split))
-                    if part.num_rows:
-                        self._buffer((method, split), part)
+        for method in METHODS:
+            for split in SPLITS:
+                part = table.filter((pc.field("method") == method) & (pc.field("split") == split))
+                if part.num_rows:
+                    self._buffer((method, split), part)
 
     def _buffer(self, key: tuple[str, str], part: pa.Table) -> None:
         buf = self._buffers.setdefault(key, [])
@@ -226,23 +206,27 @@ class ManifestWriter:
         if sum(t.num_rows for t in buf) >= ROW_GROUP:
             self._flush(key)
 
-    def _flush(self, key: tuple[str, str]) -> None:
-        table = pa.concat_tables(self._buffers.pop(key, [])).combine_chunks()
+    def _flush(self, key: tuple[str, str], last: bool = False) -> None:
+        """Write whole row groups of ROW_GROUP rows (and the rest if `last`), so the files do not
+        depend on how the rows were batched."""
+        table = pa.concat_tables(self._buffers.pop(key, []))
+        n = table.num_rows if last else table.num_rows - table.num_rows % ROW_GROUP
+        if n < table.num_rows:
+            self._buffers[key] = [table.slice(n)]
+        if n == 0:
+            return
         if key not in self._writers:
             self._writers[key] = pq.ParquetWriter(self._tmp(key), MANIFEST_SCHEMA, compression="zstd",
                                                   write_statistics=True, store_schema=True)
-        self._writers[key].write_table(table, row_group_size=ROW_GROUP)
+        self._writers[key].write_table(table.slice(0, n).combine_chunks(), row_group_size=ROW_GROUP)
 
     def _tmp(self, key: tuple[str, str]) -> Path:
         return self.out_dir / f"{key[0]}-{key[1]}.parquet.tmp"
 
     def close(self) -> list[Path]:
         """Write what is left and replace the previous manifests; return the paths written."""
-        if self._carry is not None:
-            self._emit(self._carry)
-            self._carry = None
         for key in list(self._buffers):
-            self._flush(key)
+            self._flush(key, last=True)
         for w in self._writers.values():
             w.close()
         renames = {self._tmp(k): self._tmp(k).with_suffix("") for k in sorted(self._writers)}

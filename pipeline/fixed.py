@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .pngio import PngEncoder
-from .render import Window, render, window_box
+from .render import Renderer, Window, window_box
+from .video import VideoError, iter_frames
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,17 @@ def usable(lm: dict, min_sharpness: float) -> tuple[np.ndarray, np.ndarray, np.n
     return has, sharp, follows
 
 
-def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = ""):
-    """All kept windows of a video, and why the others were dropped."""
+def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = "",
+                 stats: WindowStats | None = None):
+    """Kept windows of a video in order of their first frame (then N), counting every decision
+    in `stats`: a generator, so rendering can start before the whole video is planned."""
     has, sharp, follows = usable(lm, p.min_sharpness)
     n_frames = len(has)
-    stats, windows = WindowStats(), []
-    for n in p.windows:
-        for s in range(0, n_frames - n + 1, p.stride):
+    stats = WindowStats() if stats is None else stats
+    for s in range(0, n_frames, p.stride):
+        for n in p.windows:
+            if s + n > n_frames:
+                continue
             stats.considered += 1
             seg = slice(s, s + n)
             if not has[seg].all():
@@ -85,10 +90,16 @@ def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: Cro
             else:
                 frames = tuple(range(s, s + n))
                 box, adjust = window_box(lm, frames, frame_w, frame_h, crop)
-                windows.append(Window(sample_id(video_id, n, s), frames, box, adjust))
                 stats.kept += 1
                 stats.crop_shift += adjust == "shift"
                 stats.crop_pad += adjust == "pad"
+                yield Window(sample_id(video_id, n, s), frames, box, adjust)
+
+
+def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = ""):
+    """All kept windows of a video, and why the others were dropped."""
+    stats = WindowStats()
+    windows = list(iter_windows(lm, frame_w, frame_h, p, crop, video_id, stats))
     return windows, stats
 
 
@@ -97,8 +108,23 @@ def sample_id(video_id: str, n: int, start: int) -> str:
 
 
 def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder()):
-    """Write one video's fixed-window samples under `root`/fixed; return (table, stats)."""
-    windows, stats = plan_windows(lm, int(video["width"]), int(video["height"]), p, crop, video["video_id"])
-    if not windows:
+    """Write one video's fixed-window samples under `root`/fixed; return (rows file | None, stats).
+
+    Windows are planned as the decoder reaches their first frame, so memory holds the open
+    windows, not a plan of the whole video."""
+    stats = WindowStats()
+    planned = iter_windows(lm, int(video["width"]), int(video["height"]), p, crop, video["video_id"], stats)
+    nxt = next(planned, None)
+    if nxt is None:
         return None, stats
-    return render(src, video, lm, root, "fixed", windows, p.gamma, crop.size, png), stats
+    renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop.size, png)
+    for i, frame in iter_frames(src):
+        while nxt is not None and nxt.frames[0] <= i:
+            renderer.add(nxt)
+            nxt = next(planned, None)
+        if nxt is None and not renderer.pending():
+            break
+        renderer.push(i, frame)
+    if nxt is not None:
+        raise VideoError(f"{src.path}: video ended before frame {nxt.frames[0]} (catalog: {len(lm['has_face'])} frames)")
+    return renderer.close(), stats

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from array import array
 from pathlib import Path
 
 import cv2
@@ -42,24 +43,25 @@ class FrameStoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "wb")
         self._png = png
-        self._rows = {k: [] for k in INDEX_SCHEMA.names}
+        # 8 bytes per value (array, not lists of Python ints): the index of an hour of video is a few MB
+        self._rows = {k: array("q") for k in INDEX_SCHEMA.names}
         self._offset = 0
-        self._seen: set[int] = set()
+        self._last = -1
 
     def add(self, frame: int, region: np.ndarray, origin: tuple[int, int], frame_size: tuple[int, int]) -> None:
-        if frame in self._seen:
-            raise ValueError(f"{self.path}: frame {frame} stored twice")
+        if frame <= self._last:
+            raise ValueError(f"{self.path}: frame {frame} stored after frame {self._last} (frames come in order, once)")
         data = self._png.encode(region)
         self._f.write(data)
         for k, v in zip(INDEX_SCHEMA.names, (frame, self._offset, len(data), origin[0], origin[1], *frame_size)):
             self._rows[k].append(int(v))
         self._offset += len(data)
-        self._seen.add(frame)
+        self._last = frame
 
     def close(self) -> None:
         self._f.close()
-        order = np.argsort(self._rows["frame"], kind="stable")
-        cols = {k: [v[i] for i in order] for k, v in self._rows.items()}
+        cols = {k: pa.array(np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64)).cast(INDEX_SCHEMA.field(k).type)
+                for k, v in self._rows.items()}
         pq.write_table(pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), index_path(self.path))
 
 

@@ -218,7 +218,8 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     """Decide every VLA window of a video (reads frames through a bounded cache).
 
     With a `renderer` and no reverse pass, each window is rendered as soon as it is decided,
-    from the frames just decoded for the decision: one decode of the video instead of two.
+    from the frames just decoded for the decision (one decode of the video instead of two), and
+    the returned list is empty: the windows went to the renderer.
     """
     stream = renderer is not None and not p.reverse
     w_, h_ = int(video["width"]), int(video["height"])
@@ -243,14 +244,17 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
                 elif frames in seen:
                     stats["skipped_duplicate"] += 1
                 else:
-                    seen.add(frames)
+                    if p.reverse:
+                        seen.add(frames)
                     box, adjust = window_box(lm, frames, w_, h_, crop)
-                    windows.append(Window(sample_id(video["video_id"], frames, direction), frames, box, adjust,
-                                          reason, direction))
+                    window = Window(sample_id(video["video_id"], frames, direction), frames, box, adjust,
+                                    reason, direction)
                     stats["windows"] += 1
                     stats[f"stop_{reason}"] += 1
                     if stream:
-                        renderer.add(windows[-1])
+                        renderer.add(window)  # rendered below and forgotten: memory stays bounded
+                    else:
+                        windows.append(window)
                 s = seq[-1] + d if p.start == "after_end" else s + d * p.stride
                 if stream:  # later windows start at s or after: frames before s are final
                     for i in renderer.pending(before=s):
@@ -270,5 +274,5 @@ def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams
         windows, stats = plan_windows(src, video, lm, p, crop)
         return (render(src, video, lm, root, "vla", windows, p.gamma, crop.size, png) if windows else None), stats
     renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop.size, png)
-    windows, stats = plan_windows(src, video, lm, p, crop, renderer)
+    _, stats = plan_windows(src, video, lm, p, crop, renderer)
     return renderer.close(), stats

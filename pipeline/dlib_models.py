@@ -6,9 +6,9 @@ trained on iBUG 300-W, whose licence allows research use only.
 """
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
+import threading
 from pathlib import Path
 
 ENV_DIR = "DEBLUR_DLIB_MODELS"  # a folder holding the .dat files, to use other copies
@@ -35,13 +35,23 @@ def model_path(name: str) -> Path:
         f"Install it with `pip install face-recognition-models` or set {ENV_DIR} to a folder holding it.")
 
 
-@functools.lru_cache(maxsize=None)
+# One copy per thread: dlib's detector and predictor are not safe to share between threads (sharing
+# them crashed the interpreter under joblib's threading backend); processes each load their own.
+_per_thread = threading.local()
+
+
 def shape_predictor_68():
-    import dlib
-    return dlib.shape_predictor(str(model_path("shape_predictor_68_face_landmarks.dat")))
+    predictor = getattr(_per_thread, "predictor", None)
+    if predictor is None:
+        import dlib
+        predictor = _per_thread.predictor = dlib.shape_predictor(
+            str(model_path("shape_predictor_68_face_landmarks.dat")))
+    return predictor
 
 
-@functools.lru_cache(maxsize=None)
 def frontal_face_detector():
-    import dlib
-    return dlib.get_frontal_face_detector()
+    detector = getattr(_per_thread, "detector", None)
+    if detector is None:
+        import dlib
+        detector = _per_thread.detector = dlib.get_frontal_face_detector()
+    return detector

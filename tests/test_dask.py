@@ -1,4 +1,4 @@
-"""The dask backend (a distributed LocalCluster started by pipeline.parallel) gives the same data as loky."""
+"""The dask backend (a distributed LocalCluster started by pipeline.parallel) and the threading backend give the same data as loky."""
 from __future__ import annotations
 
 import json
@@ -32,16 +32,19 @@ def test_dask_env_switch_runs_in_worker_processes_in_order(monkeypatch):
     assert os.getpid() not in pids
 
 
-def test_dask_and_loky_give_identical_data(tmp_path, small_source, monkeypatch):
+@pytest.mark.parametrize("other", ["dask", "threading"])
+def test_other_backends_give_data_identical_to_loky(tmp_path, small_source, monkeypatch, other):
+    """dask: a LocalCluster; threading: one process, where dlib's models must not be shared
+    between threads (they crashed the interpreter when they were)."""
     for var in ("DEBLUR_JOBLIB_BACKEND", "DEBLUR_N_JOBS", "DEBLUR_DASK_SCHEDULER"):
         monkeypatch.delenv(var, raising=False)
     runs = {}
-    for backend in ("loky", "dask"):
+    for backend in ("loky", other):
         overrides = deep_update(SMALL_OVERRIDES, {"compute": {"n_jobs": 2, "backend": backend}})
         runs[backend] = run_stages(tmp_path / backend, small_source, overrides)
-    loky, dask = runs["loky"], runs["dask"]
+    loky, run = runs["loky"], runs[other]
     names = sorted(p.name for p in (loky / "manifests").iterdir())
-    assert names and names == sorted(p.name for p in (dask / "manifests").iterdir())
+    assert names and names == sorted(p.name for p in (run / "manifests").iterdir())
     for name in names:
-        assert (loky / "manifests" / name).read_bytes() == (dask / "manifests" / name).read_bytes(), name
-    assert _metrics(tmp_path / "loky") == _metrics(tmp_path / "dask")
+        assert (loky / "manifests" / name).read_bytes() == (run / "manifests" / name).read_bytes(), name
+    assert _metrics(tmp_path / "loky") == _metrics(tmp_path / other)

@@ -21,8 +21,10 @@ EDGE_POLICIES = ("shift", "pad")
 
 
 def widened_boxes(points: np.ndarray, widen: float) -> np.ndarray:
-    """Per-frame landmark boxes widened by `widen` x size on every side: (F, 68, 2) -> (F, 4)."""
-    lo, hi = np.nanmin(points, axis=1), np.nanmax(points, axis=1)
+    """Per-frame landmark boxes widened by `widen` x size on every side: (F, 68, 2) -> (F, 4).
+
+    A frame without a face (all points NaN) gets a NaN box."""
+    lo, hi = points.min(axis=1), points.max(axis=1)
     size = hi - lo
     return np.concatenate([lo - widen * size, hi + widen * size], axis=1).astype(np.float64)
 

@@ -242,22 +242,31 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
 
 
 def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
-    """A landmarks file as arrays: points (F, 68, 2) float32 with NaN where no face, plus columns."""
-    t = pq.read_table(path)
-    has = np.asarray(t["has_face"].to_numpy(zero_copy_only=False), dtype=bool)
-    pts = np.full((len(t), N_POINTS, 2), np.nan, dtype=np.float32)
-    if has.any():
-        flat = t["landmarks"].filter(pa.array(has)).combine_chunks().flatten().to_numpy()
-        pts[has] = flat.reshape(-1, N_POINTS, 2)
-    return {
-        "frame": t["frame"].to_numpy(),
-        "frame_number": t["frame_number"].to_numpy(),
-        "has_face": has,
-        "source": np.asarray(t["source"].to_pylist()),
-        "quality_ok": np.asarray(t["quality_ok"].to_numpy(zero_copy_only=False), dtype=bool),
-        "sharpness": t["sharpness"].to_numpy(zero_copy_only=False).astype(np.float32),
-        "points": pts,
-    }
+    """A landmarks file as arrays: points (F, 68, 2) float32 with NaN where no face, plus columns.
+
+    Read row group by row group into preallocated arrays, so loading a long video's landmarks
+    costs their final size (0.6 KB per frame), not several copies of them."""
+    f = pq.ParquetFile(path)
+    n = f.metadata.num_rows
+    out = {"frame": np.empty(n, np.int32), "frame_number": np.empty(n, np.int32),
+           "has_face": np.empty(n, bool), "source": np.empty(n, "<U6"), "quality_ok": np.empty(n, bool),
+           "sharpness": np.empty(n, np.float32), "points": np.full((n, N_POINTS, 2), np.nan, np.float32)}
+    a = 0
+    for g in range(f.num_row_groups):
+        t = f.read_row_group(g)
+        b = a + t.num_rows
+        for k in ("frame", "frame_number", "has_face", "quality_ok", "sharpness"):
+            out[k][a:b] = t[k].to_numpy(zero_copy_only=False)
+        out["source"][a:b] = t["source"].to_pylist()
+        has = out["has_face"][a:b]
+        for chunk in t["landmarks"].chunks:  # null slots hold zeros: copy all, keep NaN where no face
+            m = len(chunk)
+            vals = chunk.values.to_numpy(zero_copy_only=False).reshape(-1, N_POINTS, 2)[chunk.offset:chunk.offset + m]
+            rows = has[:m]
+            out["points"][a:a + m][rows] = vals[rows]
+            has, a = has[m:], a + m
+        a = b
+    return out
 
 
 def normalised_error(pred: np.ndarray, truth: np.ndarray) -> float:

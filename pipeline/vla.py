@@ -128,7 +128,7 @@ class _Analyzer:
     def __init__(self, reader: FrameReader, lm: dict, frame_w: int, frame_h: int, p: VLAParams, crop: CropParams):
         self.reader, self.lm, self.p, self.crop = reader, lm, p, crop
         self.w, self.h = frame_w, frame_h
-        self.boxes = widened_boxes(np.where(np.isnan(lm["points"]), 0, lm["points"]), crop.widen)
+        self.boxes = widened_boxes(lm["points"], crop.widen)  # NaN where no face: never a window frame
         self._grey: dict[int, np.ndarray] = {}
         self._flow: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         size = self.p.analysis_size

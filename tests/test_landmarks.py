@@ -83,3 +83,30 @@ def test_landmarks_stream_in_batches_with_the_same_rows(tmp_path):
     assert stats["error"] is None and stats["frames"] == 75
     lm = read_landmarks(tmp_path / "bbaf2n.parquet")
     assert np.array_equal(lm["points"].reshape(75, -1), np.asarray(whole["landmarks"].to_pylist(), np.float32))
+
+
+def test_read_landmarks_across_row_groups_and_missing_faces(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import GRID
+    from pipeline.landmarks import LANDMARKS_SCHEMA, read_landmarks
+    from pipeline.video import VideoSource
+
+    table = extract_video(VideoSource("bbaf2n", str(GRID / "bbaf2n.mpg"), "video"), LandmarkParams(), 75)
+    gone = {3, 9, 10, 11, 40, 74}  # frames whose face we remove, some at row-group edges
+    rows = table.to_pylist()
+    for i in gone:
+        rows[i].update(has_face=False, source="none", landmarks=None, sharpness=float("nan"))
+    edited = pa.Table.from_pylist(rows, schema=LANDMARKS_SCHEMA)
+    pq.write_table(edited, tmp_path / "lm.parquet", row_group_size=10)
+    assert pq.ParquetFile(tmp_path / "lm.parquet").num_row_groups == 8
+    lm = read_landmarks(tmp_path / "lm.parquet")
+    assert lm["has_face"].tolist() == [i not in gone for i in range(75)]
+    assert lm["source"].tolist() == [r["source"] for r in rows]
+    assert lm["frame"].tolist() == list(range(75))
+    for i, r in enumerate(rows):
+        if i in gone:
+            assert np.isnan(lm["points"][i]).all()
+        else:
+            assert np.array_equal(lm["points"][i].ravel(), np.asarray(r["landmarks"], np.float32))

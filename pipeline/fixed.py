@@ -122,7 +122,7 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
         while nxt is not None and nxt.frames[0] <= i:
             renderer.add(nxt)
             nxt = next(planned, None)
-        if nxt is None and not renderer.pending():
+        if nxt is None and i > renderer.last_needed:
             break
         renderer.push(i, frame)
     if nxt is not None:

@@ -29,6 +29,16 @@ def png_params(level: int = 1) -> list[int]:
     return params
 
 
+def _fpng():
+    # imported on use: reading a dataset (training machines) does not need it
+    try:
+        import fpng
+    except ImportError as e:
+        raise ImportError("blur.png.encoder is 'fpng' but the fpng package is not installed "
+                          "(pip install fpng), or set blur.png.encoder: opencv") from e
+    return fpng
+
+
 @dataclass(frozen=True)
 class PngEncoder:
     encoder: str = "fpng"
@@ -39,26 +49,23 @@ class PngEncoder:
             raise ValueError(f"blur.png.encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if not 0 <= int(self.level) <= 9:
             raise ValueError(f"blur.png.level must be 0-9, got {self.level}")
-        if self.encoder == "fpng":
-            try:
-                import fpng  # noqa: F401
-            except ImportError as e:
-                raise ImportError("blur.png.encoder is 'fpng' but the fpng package is not installed "
-                                  "(pip install fpng), or set blur.png.encoder: opencv") from e
 
     @classmethod
     def from_params(cls, blur: dict) -> "PngEncoder":
+        """The encoder a stage will use, checked up front: a missing fpng fails the stage at
+        start, not every video one by one."""
         png = blur.get("png") or {}
-        return cls(str(png.get("encoder", "fpng")), int(png.get("level", 1)))
+        enc = cls(str(png.get("encoder", "fpng")), int(png.get("level", 1)))
+        if enc.encoder == "fpng":
+            _fpng()
+        return enc
 
     def encode(self, img: np.ndarray) -> bytes:
         """PNG bytes of a BGR (or grey) uint8 image."""
         if img.dtype != np.uint8:
             raise ValueError(f"PNG encoding needs uint8 pixels, got {img.dtype}")
         if self.encoder == "fpng" and img.ndim == 3 and img.shape[2] == 3:
-            import fpng
-
-            return fpng.from_ndarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            return _fpng().from_ndarray(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
         ok, buf = cv2.imencode(".png", img, png_params(self.level))
         if not ok:
             raise IOError("PNG encoding failed")

@@ -1,4 +1,6 @@
 """Pixel storage primitives: the PNG encoders and exact running means."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -68,3 +70,18 @@ def test_running_mean_readable_while_growing():
     for k, img in enumerate(imgs, 1):
         acc.add(img)
         assert np.array_equal(acc.mean(), average(imgs[:k]))
+
+
+def test_without_fpng_a_stage_fails_up_front_and_reading_still_works(monkeypatch, face_crops):
+    import subprocess
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fpng", None)  # `import fpng` now raises ImportError
+    with pytest.raises(ImportError, match="pip install fpng"):
+        PngEncoder.from_params({"png": {"encoder": "fpng"}})
+    data = PngEncoder.from_params({"png": {"encoder": "opencv"}}).encode(face_crops[0])
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), face_crops[0])
+    # a training machine reads datasets without fpng installed
+    code = ("import sys; sys.modules['fpng'] = None; "
+            "import pipeline.manifest, pipeline.fixed, pipeline.vla, pipeline.train.data")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))

@@ -258,13 +258,13 @@ def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
         for k in ("frame", "frame_number", "has_face", "quality_ok", "sharpness"):
             out[k][a:b] = t[k].to_numpy(zero_copy_only=False)
         out["source"][a:b] = t["source"].to_pylist()
-        has = out["has_face"][a:b]
-        for chunk in t["landmarks"].chunks:  # null slots hold zeros: copy all, keep NaN where no face
+        o = a  # first frame of the chunk
+        for chunk in t["landmarks"].chunks:  # null slots hold zeros: copy only frames with a face
             m = len(chunk)
             vals = chunk.values.to_numpy(zero_copy_only=False).reshape(-1, N_POINTS, 2)[chunk.offset:chunk.offset + m]
-            rows = has[:m]
-            out["points"][a:a + m][rows] = vals[rows]
-            has, a = has[m:], a + m
+            rows = out["has_face"][o:o + m]
+            out["points"][o:o + m][rows] = vals[rows]
+            o += m
         a = b
     return out
 

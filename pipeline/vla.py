@@ -272,7 +272,7 @@ def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams
     """Write one video's VLA samples under `root`/vla; return (table, stats)."""
     if p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
         windows, stats = plan_windows(src, video, lm, p, crop)
-        return (render(src, video, lm, root, "vla", windows, p.gamma, crop.size, png) if windows else None), stats
+        return render(src, video, lm, root, "vla", windows, p.gamma, crop.size, png), stats
     renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop.size, png)
     _, stats = plan_windows(src, video, lm, p, crop, renderer)
     return renderer.close(), stats

@@ -84,7 +84,7 @@ def _child_naive(catalog: str, out: str, result: str) -> None:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from pipeline.dlib_models import frontal_face_detector, shape_predictor_68
+    from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
 
     detector, predictor = frontal_face_detector(), shape_predictor_68()
     out = Path(out)
@@ -216,7 +216,7 @@ def fmt_row(name, frames, samples, wall, rss):
 
 def landmark_difference(ours_dir: Path, naive_dir: Path) -> tuple[float, int, int]:
     import numpy as np
-    from pipeline.landmarks import normalised_error, read_landmarks
+    from pipeline.dataset.landmarks import normalised_error, read_landmarks
     errs, missing = [], 0
     for npy in sorted(naive_dir.glob("*.npy")):
         naive = np.load(npy)
@@ -249,10 +249,10 @@ def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> di
 
     import yaml
 
-    from pipeline.fixed import CropParams, FixedParams, build_video as fixed_video
-    from pipeline.ingest import read_catalog, source_of
-    from pipeline.landmarks import LandmarkParams, extract_video, read_landmarks
-    from pipeline.vla import VLAParams, build_video as vla_video
+    from pipeline.dataset.fixed import CropParams, FixedParams, build_video as fixed_video
+    from pipeline.dataset.ingest import read_catalog, source_of
+    from pipeline.dataset.landmarks import LandmarkParams, extract_video, read_landmarks
+    from pipeline.dataset.vla import VLAParams, build_video as vla_video
 
     import cv2
 

@@ -25,13 +25,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from pipeline.nets.deform_conv import deform_conv_backend
-from pipeline.nets.hourglass import StackedHourglass
-from pipeline.train.cfmd import CFMDConfig, CFMDTask
-from pipeline.train.chrysos import ChrysosGANConfig, ChrysosGANTask, HourglassConfig, HourglassTask
+from pipeline.models.cfmd.deform_conv import deform_conv_backend
+from pipeline.models.chrysos.hourglass import StackedHourglass
+from pipeline.models.cfmd.task import CFMDConfig, CFMDTask
+from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask, HourglassConfig, HourglassTask
 from pipeline.train.data import Batch
 from pipeline.train.ddp import DistEnv
-from pipeline.train.device import Runtime
+from pipeline.models.device import Runtime
 
 FULL = {
     "cfmd": ({"generator": {"base_width": 32, "num_blocks": 8}, "discriminator": {"width": 64, "depth": 4}}, 256),

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import yaml
 
-from pipeline.crop import crop_resize, square_box, widened_boxes
-from pipeline.fmr import U_FORMULAS, control_factors
+from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
+from pipeline.dataset.fmr import U_FORMULAS, control_factors
 
 log = logging.getLogger("deblur")
 
@@ -108,7 +108,7 @@ def find_face(image: np.ndarray, detector: str = "auto", upsample: int = 1, max_
     """68 landmarks (photo pixels) of the largest face and the detector that found it."""
     import dlib
 
-    from pipeline.dlib_models import frontal_face_detector, model_path, shape_predictor_68
+    from pipeline.dataset.dlib_models import frontal_face_detector, model_path, shape_predictor_68
 
     if detector not in DETECTORS:
         raise ValueError(f"detector must be one of {DETECTORS}")
@@ -259,7 +259,7 @@ def list_inputs(paths: list[str]) -> list[Path]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from pipeline.eval.models import DEFAULT_WEIGHTS
+    from pipeline.models.inference import DEFAULT_WEIGHTS
 
     p = argparse.ArgumentParser(prog="python -m pipeline.deblur", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -283,7 +283,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status (0: all photos done, 1: some failed).
     Fatal problems (no model, no inputs) raise SystemExit with the message."""
-    from pipeline.eval.models import DEFAULT_WEIGHTS, ModelFileError, load_model
+    from pipeline.models.inference import DEFAULT_WEIGHTS, ModelFileError, load_model
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     args = get_args_parser().parse_args(argv)

@@ -1,10 +1,10 @@
 """Stage `blur_fixed`: fixed-window (CFMD-style) blurry samples for every video."""
 import argparse
 
-from pipeline.build import build_stage
-from pipeline.fixed import CropParams, FixedParams, build_video
-from pipeline.pngio import PngEncoder
-from pipeline.runtime import load_params, setup_logging
+from pipeline.dataset.run import build_stage
+from pipeline.dataset.fixed import CropParams, FixedParams, build_video
+from pipeline.dataset.pngio import PngEncoder
+from pipeline.stage import load_params, setup_logging
 
 
 def get_args_parser():

@@ -1,11 +1,11 @@
 """Stage `blur_vla`: variable-length averaging (Chrysos et al.) samples for every video."""
 import argparse
 
-from pipeline.build import build_stage
-from pipeline.fixed import CropParams
-from pipeline.vla import VLAParams, build_video
-from pipeline.pngio import PngEncoder
-from pipeline.runtime import load_params, setup_logging
+from pipeline.dataset.run import build_stage
+from pipeline.dataset.fixed import CropParams
+from pipeline.dataset.vla import VLAParams, build_video
+from pipeline.dataset.pngio import PngEncoder
+from pipeline.stage import load_params, setup_logging
 
 
 def get_args_parser():

@@ -17,9 +17,9 @@ import argparse
 import logging
 
 from pipeline.eval.core import EvalConfig, evaluate, summary
-from pipeline.eval.models import DEFAULT_WEIGHTS, ModelFileError, load_model
+from pipeline.models.inference import DEFAULT_WEIGHTS, ModelFileError, load_model
 from pipeline.eval.outputs import sheet_rows, write_examples, write_plots, write_records
-from pipeline.runtime import load_params, setup_logging, write_json
+from pipeline.stage import load_params, setup_logging, write_json
 
 SECTION = "evaluate"
 log = logging.getLogger(SECTION)

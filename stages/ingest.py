@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.ingest import build_catalog
-from pipeline.runtime import load_params, setup_logging, write_json
+from pipeline.dataset.ingest import build_catalog
+from pipeline.stage import load_params, setup_logging, write_json
 
 
 def get_args_parser():

@@ -3,10 +3,10 @@ import argparse
 import shutil
 from pathlib import Path
 
-from pipeline.ingest import read_catalog, with_absolute_paths
-from pipeline.landmarks import LandmarkParams, landmarks_for_video
-from pipeline.parallel import map_videos
-from pipeline.runtime import load_params, setup_logging, write_json
+from pipeline.dataset.ingest import read_catalog, with_absolute_paths
+from pipeline.dataset.landmarks import LandmarkParams, landmarks_for_video
+from pipeline.dataset.parallel import map_videos
+from pipeline.stage import load_params, setup_logging, write_json
 
 
 def get_args_parser():

@@ -2,10 +2,10 @@
 import argparse
 from pathlib import Path
 
-from pipeline.counts import group_counts, nested_counts
-from pipeline.fmr import FMRParams
-from pipeline.manifest import ManifestWriter, iter_fmr
-from pipeline.runtime import load_params, setup_logging, write_json
+from pipeline.dataset.counts import group_counts, nested_counts
+from pipeline.dataset.fmr import FMRParams
+from pipeline.dataset.manifest import ManifestWriter, iter_fmr
+from pipeline.stage import load_params, setup_logging, write_json
 
 
 def get_args_parser():

@@ -4,9 +4,9 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.manifest import read_manifests
-from pipeline.report import summary, write_plots, write_sheets
-from pipeline.runtime import setup_logging, write_json
+from pipeline.dataset.manifest import read_manifests
+from pipeline.dataset.report import summary, write_plots, write_sheets
+from pipeline.stage import setup_logging, write_json
 
 
 def get_args_parser():

@@ -12,15 +12,15 @@ Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_cfmd
 import argparse
 import logging
 
-from pipeline.losses import resolve_perceptual
-from pipeline.runtime import load_params, setup_logging
+from pipeline.models.cfmd.losses import resolve_perceptual
+from pipeline.stage import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
-from pipeline.train.cfmd import CFMDConfig, CFMDTask, cfmd_sheet, config_record
+from pipeline.models.cfmd.task import CFMDConfig, CFMDTask, cfmd_sheet, config_record
 from pipeline.train.data import FaceDeblurDataset, training_rows
-from pipeline.train.device import resolve_runtime
+from pipeline.models.device import resolve_runtime
 from pipeline.train.loop import fit
-from pipeline.train.sheet import sheet_rows, write_sheet
+from pipeline.sheets import sheet_rows, write_sheet
 
 SECTION = "train_cfmd"
 log = logging.getLogger("train_cfmd")

@@ -10,14 +10,14 @@ Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_
 import argparse
 import logging
 
-from pipeline.runtime import load_params, setup_logging
+from pipeline.stage import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
-from pipeline.train.chrysos import HourglassConfig, HourglassTask, chrysos_sheet
+from pipeline.models.chrysos.task import HourglassConfig, HourglassTask, chrysos_sheet
 from pipeline.train.data import FaceDeblurDataset, training_rows
-from pipeline.train.device import resolve_runtime
+from pipeline.models.device import resolve_runtime
 from pipeline.train.loop import fit
-from pipeline.train.sheet import sheet_rows, write_sheet
+from pipeline.sheets import sheet_rows, write_sheet
 
 SECTION = "train_chrysos_hg"
 log = logging.getLogger(SECTION)

@@ -17,9 +17,9 @@ import torch
 
 from conftest import GRID, REPO, TEST_DATA, read_frames
 from pipeline.deblur import CropSettings, DeblurError, face_crop, find_face, main, paste, read_image
-from pipeline.nets.cfmd_generator import CFMDGenerator
-from pipeline.nets.chrysos_gan import ChrysosGenerator
-from pipeline.nets.hourglass import StackedHourglass
+from pipeline.models.cfmd.generator import CFMDGenerator
+from pipeline.models.chrysos.gan import ChrysosGenerator
+from pipeline.models.chrysos.hourglass import StackedHourglass
 from pipeline.train.artifacts import save_weights
 
 PHOTO = TEST_DATA / "300vw-sample/001/imgs/000006.jpg"  # 1280 x 720, one face
@@ -79,7 +79,7 @@ def test_crops_as_mp4_and_the_crop_matches_the_dataset_policy(weights, grid_phot
     while cap.read()[0]:
         n += 1
     assert n == 3
-    # the crop is the dataset's: landmark box widened by 0.5, square, 256 (pipeline.crop)
+    # the crop is the dataset's: landmark box widened by 0.5, square, 256 (pipeline.dataset.crop)
     image = read_image(grid_photo)
     points, _ = find_face(image, "hog")
     crop, box, edge = face_crop(image, points, CropSettings())

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipeline.manifest import METHODS, _read_rgb, load_sharp, read_manifests
+from pipeline.dataset.manifest import METHODS, _read_rgb, load_sharp, read_manifests
 from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.metrics.identity import cosine_distance, identity_distance
@@ -48,7 +48,7 @@ from pipeline.metrics.lpips import lpips_distance, resolve_lpips
 from pipeline.metrics.pixel import psnr, ssim
 from pipeline.train.data import middle_position
 
-from .models import DeblurModel
+from pipeline.models.inference import DeblurModel
 
 log = logging.getLogger("evaluate")
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.manifest import _read_rgb, load_sharp
+from pipeline.dataset.manifest import _read_rgb, load_sharp
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.train.data import middle_position
-from pipeline.train.sheet import write_sheet
+from pipeline.sheets import write_sheet
 
-from .core import BASELINE, MAIN_TABLE, EvalConfig, Evaluation, records_table, restore_many
-from .models import DeblurModel
+from pipeline.eval.core import BASELINE, MAIN_TABLE, EvalConfig, Evaluation, records_table, restore_many
+from pipeline.models.inference import DeblurModel
 
 CED_STEPS = 50
 

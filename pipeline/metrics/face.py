@@ -5,13 +5,13 @@ side, made square, resized to 256. `face_box` runs dlib's HOG detector on the cr
 face); where it finds none, it falls back to the box the crop policy implies (the centred square
 whose side is size / (1 + 2 widen), i.e. the landmark box before widening) and says so.
 `shape` runs dlib's 68-point predictor in a given box. Both are loaded once per process
-(`pipeline.dlib_models`). dlib's 68-point model was trained on iBUG 300-W (research use only).
+(`pipeline.dataset.dlib_models`). dlib's 68-point model was trained on iBUG 300-W (research use only).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dlib_models import frontal_face_detector, shape_predictor_68
+from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
 
 BOX_SOURCES = ("detect", "crop_policy")
 

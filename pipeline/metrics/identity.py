@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from pipeline.dlib_models import model_path
+from pipeline.dataset.dlib_models import model_path
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
@@ -36,7 +36,7 @@ class FaceEmbedder:
 
     def embed_crop(self, image: np.ndarray, shapes=None) -> np.ndarray:
         """Embedding of the face in a crop: dlib finds the face (else the crop-policy box)."""
-        from .face import FaceShapes
+        from pipeline.metrics.face import FaceShapes
 
         shapes = shapes or FaceShapes()
         box, _ = shapes.face_box(image)

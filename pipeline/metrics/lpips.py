@@ -1,7 +1,7 @@
 """LPIPS where it can be had offline, else unavailable with the reason.
 
 The `lpips` package ships only its linear heads; the AlexNet/VGG backbones come from torchvision's
-download cache. `pipeline.losses.resolve_perceptual` (the training loss's resolver) decides: the
+download cache. `pipeline.models.cfmd.losses.resolve_perceptual` (the training loss's resolver) decides: the
 package must import and the backbone file must be on disk (or at $LPIPS_BACKBONE_WEIGHTS); a
 random backbone is never used. When unavailable, LPIPS values are null and the reason is recorded.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.losses import PerceptualUnavailableError, resolve_perceptual  # noqa: F401 (re-exported)
+from pipeline.models.cfmd.losses import PerceptualUnavailableError, resolve_perceptual  # noqa: F401 (re-exported)
 
 MODES = ("auto", "required", "none")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.nets.deform_conv import deform_conv_backend
-from pipeline.runtime import write_json
+from pipeline.models.cfmd.deform_conv import deform_conv_backend
+from pipeline.stage import write_json
 
-from .ddp import DistEnv
-from .device import Runtime
-from .loop import FitResult
+from pipeline.train.ddp import DistEnv
+from pipeline.models.device import Runtime
+from pipeline.train.loop import FitResult
 
 
 def save_weights(path: str | Path, kind: str, config: dict, modules: dict[str, nn.Module], **extra) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from kornia.geometry.transform import crop_and_resize
 
-from .data import Batch
+from pipeline.train.data import Batch
 
 
 class RandomScaleCrop:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import RESUMABLE_ACROSS
+from pipeline.train.config import RESUMABLE_ACROSS
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from pipeline.manifest import METHODS
+from pipeline.dataset.manifest import METHODS
 
 
 def take(cls, mapping: Mapping[str, Any] | None, where: str):
@@ -63,7 +63,7 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how fast: see `pipeline.train.device.resolve_runtime`."""
+    """Where and how fast: see `pipeline.models.device.resolve_runtime`."""
 
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on GPU) | bf16 | none

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.manifest import _read_rgb, load_sharp, read_manifests
+from pipeline.dataset.manifest import _read_rgb, load_sharp, read_manifests
 
 TARGETS = ("moment", "middle")
 

@@ -25,12 +25,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint, ddp
-from .augment import RandomScaleCrop
-from .config import LoopConfig, RuntimeConfig
-from .data import AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader
-from .device import Runtime
-from .log import LossLog
+from pipeline.train import checkpoint
+
+from pipeline.train import ddp
+from pipeline.train.augment import RandomScaleCrop
+from pipeline.train.config import LoopConfig, RuntimeConfig
+from pipeline.train.data import AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader
+from pipeline.models.device import Runtime
+from pipeline.train.log import LossLog
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ddp
+from pipeline.train import ddp
 
 
 def add_adam(task, name: str, module: nn.Module, lr: float, betas, lr_decay: float) -> None:

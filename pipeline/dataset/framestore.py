@@ -1,0 +1,103 @@
+"""Per-video store of the source pixels behind a dataset's sharp frames.
+
+Overlapping windows and several window lengths reuse the same source frames (a frame sits in
+about nine fixed windows with the default settings), so instead of writing N sharp crops per
+sample we store each used frame once: the part of the frame covered by every crop box that uses
+it, PNG-encoded, appended to one `.bin` file per video, with a small parquet index (frame ->
+byte range, region origin, frame size). Sharp crops are cut from it on read by the same
+`crop_resize` that made the blurry image, so they are bit-identical to crops of the decoded
+video. One video = two files, whatever its length.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from array import array
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dataset.pngio import PngEncoder
+
+INDEX_SCHEMA = pa.schema([
+    ("frame", pa.int32()),
+    ("offset", pa.int64()),
+    ("length", pa.int64()),
+    ("x0", pa.int32()),
+    ("y0", pa.int32()),
+    ("frame_w", pa.int32()),
+    ("frame_h", pa.int32()),
+])
+
+
+def index_path(store_path: str | Path) -> Path:
+    return Path(str(store_path) + ".index.parquet")
+
+
+class FrameStoreWriter:
+    def __init__(self, path: str | Path, png: PngEncoder = PngEncoder()):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "wb")
+        self._png = png
+        # 8 bytes per value (array, not lists of Python ints): the index of an hour of video is a few MB
+        self._rows = {k: array("q") for k in INDEX_SCHEMA.names}
+        self._offset = 0
+        self._last = -1
+
+    def add(self, frame: int, region: np.ndarray, origin: tuple[int, int], frame_size: tuple[int, int]) -> None:
+        if frame <= self._last:
+            raise ValueError(f"{self.path}: frame {frame} stored after frame {self._last} (frames come in order, once)")
+        data = self._png.encode(region)
+        self._f.write(data)
+        for k, v in zip(INDEX_SCHEMA.names, (frame, self._offset, len(data), origin[0], origin[1], *frame_size)):
+            self._rows[k].append(int(v))
+        self._offset += len(data)
+        self._last = frame
+
+    def close(self) -> None:
+        self._f.close()
+        cols = {k: pa.array(np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64)).cast(INDEX_SCHEMA.field(k).type)
+                for k, v in self._rows.items()}
+        pq.write_table(pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), index_path(self.path))
+
+
+class FrameStore:
+    """Random access to a store's regions: `region(frame) -> (BGR image, origin, frame_size)`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        t = pq.read_table(index_path(self.path))
+        self._index = {int(f): i for i, f in enumerate(t["frame"].to_pylist())}
+        self._cols = {k: t[k].to_numpy() for k in INDEX_SCHEMA.names}
+
+    def __contains__(self, frame: int) -> bool:
+        return int(frame) in self._index
+
+    def region(self, frame: int):
+        try:
+            i = self._index[int(frame)]
+        except KeyError:
+            raise KeyError(f"{self.path}: frame {frame} is not in this store") from None
+        c = self._cols
+        with open(self.path, "rb") as f:
+            f.seek(int(c["offset"][i]))
+            data = f.read(int(c["length"][i]))
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise IOError(f"{self.path}: frame {frame} does not decode (store corrupt?)")
+        return img, (int(c["x0"][i]), int(c["y0"][i])), (int(c["frame_w"][i]), int(c["frame_h"][i]))
+
+
+@functools.lru_cache(maxsize=64)
+def _open_cached(path: str, mtime: float) -> FrameStore:
+    return FrameStore(path)
+
+
+def open_store(path: str | Path) -> FrameStore:
+    """A cached reader (re-opened when the file changes)."""
+    path = str(path)
+    return _open_cached(path, os.path.getmtime(path))

@@ -1,0 +1,94 @@
+"""Ingest: the catalog of usable videos, their train/test split, and the rejects with reasons."""
+from __future__ import annotations
+
+import hashlib
+import os
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dataset.parallel import map_videos
+from pipeline.dataset.video import VideoError, VideoSource, discover, probe
+
+log = logging.getLogger(__name__)
+
+CATALOG_SCHEMA = pa.schema([
+    ("video_id", pa.string()),
+    ("path", pa.string()),
+    ("kind", pa.string()),
+    ("annot_dir", pa.string()),
+    ("split", pa.string()),
+    ("fps", pa.float32()),
+    ("n_frames", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("declared_frames", pa.int32()),
+])
+
+
+def assign_split(video_id: str, test_videos: list[str], test_fraction: float, salt: str) -> str:
+    """Explicit test list when given (e.g. the 300VW 9-video list), else a hashed fraction.
+
+    Hashing the id (not the position in the folder) keeps a video's split fixed when others
+    are added or removed; a split is per video, so no video can span two splits.
+    """
+    if test_videos:
+        return "test" if video_id in set(map(str, test_videos)) else "train"
+    h = int.from_bytes(hashlib.sha256(f"{salt}:{video_id}".encode()).digest()[:8], "big")
+    return "test" if h / 2**64 < test_fraction else "train"
+
+
+def _probe_one(src: VideoSource, image_fps: float):
+    try:
+        return src, probe(src, image_fps=image_fps), None
+    except VideoError as e:
+        return src, None, str(e)
+    except Exception as e:  # a decoder crash on one file must not end a run over hundreds
+        return src, None, f"{src.path}: unexpected error while probing: {e!r}"
+
+
+def build_catalog(source: str, params: dict, n_jobs: int = 1) -> tuple[pa.Table, list[dict]]:
+    """Probe every video under `source`; return (catalog table, rejects [{path, reason}])."""
+    sources, dup_rejects = discover(source)
+    rejects = [{"path": p, "reason": r} for p, r in dup_rejects]
+    # probe through absolute paths (workers may run elsewhere); the catalog keeps the paths as found
+    absolute = [VideoSource(s.video_id, os.path.abspath(s.path), s.kind,
+                            os.path.abspath(s.annot_dir) if s.annot_dir else None) for s in sources]
+    results = map_videos(_probe_one, absolute, n_jobs=n_jobs, desc="ingest",
+                         image_fps=float(params.get("image_fps", 30.0)))
+    rows = []
+    test_videos = [str(v) for v in params.get("test_videos") or []]
+    for src, (_, info, err) in zip(sources, results):
+        if err is not None:
+            log.warning("rejected %s", err)
+            rejects.append({"path": src.path, "reason": err})
+            continue
+        split = assign_split(src.video_id, test_videos, float(params.get("test_fraction", 0.2)),
+                             str(params.get("split_salt", "split-v1")))
+        log.info("%s: %d frames %dx%d @ %.2f fps -> %s", src.video_id, info.n_frames,
+                 info.width, info.height, info.fps, split)
+        rows.append({**asdict(src), "split": split, **asdict(info)})
+    unknown = set(test_videos) - {r["video_id"] for r in rows}
+    if unknown:
+        log.warning("ingest.test_videos names ids not found under %s: %s", source, sorted(unknown))
+    table = pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA)
+    return table, sorted(rejects, key=lambda r: r["path"])
+
+
+def read_catalog(path: str | Path) -> list[dict]:
+    """The catalog rows (video_id, path, kind, split, n_frames, ...) in catalog order."""
+    return pq.read_table(path).to_pylist()
+
+
+def with_absolute_paths(row: dict) -> dict:
+    """A catalog row whose paths resolve anywhere: worker processes (loky reuses them, Dask runs
+    them elsewhere) do not share the caller's working directory."""
+    return {**row, "path": os.path.abspath(row["path"]),
+            "annot_dir": os.path.abspath(row["annot_dir"]) if row.get("annot_dir") else row.get("annot_dir")}
+
+
+def source_of(row: dict) -> VideoSource:
+    return VideoSource(row["video_id"], row["path"], row["kind"], row["annot_dir"])

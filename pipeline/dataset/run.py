@@ -1,0 +1,107 @@
+"""Running an averaging method over every video: per-video isolation, cleanup, statistics.
+
+A video that fails (decoder error mid-stream, no face anywhere, missing landmarks) is logged,
+its partial outputs removed, and listed as skipped with the reason; the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.dataset.ingest import source_of, with_absolute_paths
+from pipeline.dataset.landmarks import read_landmarks
+from pipeline.dataset.parallel import map_videos
+from pipeline.dataset.counts import counts_by
+from pipeline.dataset.samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
+
+log = logging.getLogger(__name__)
+
+
+def landmarks_file(landmarks_dir: str | Path, video_id: str) -> Path:
+    return Path(landmarks_dir) / f"{video_id}.parquet"
+
+
+def _remove_partial(root: Path, method: str, video_id: str) -> None:
+    shutil.rmtree(root / method / "blurry" / video_id, ignore_errors=True)
+    for p in (root / method / "frames").glob(f"{video_id}.bin*"):
+        p.unlink()
+    part_path(root, method, video_id).unlink(missing_ok=True)
+
+
+def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, **kwargs):
+    vid = video["video_id"]
+    lm_path = landmarks_file(landmarks_dir, vid)
+    if not lm_path.is_file():
+        return vid, None, {}, f"{vid}: no landmarks file ({lm_path}); the landmarks stage skipped it"
+    lm = read_landmarks(lm_path)
+    if not lm["has_face"].any():
+        return vid, None, {}, f"{vid}: no face in any frame"
+    try:
+        part, stats = build(source_of(video), video, lm, Path(root), **kwargs)
+    except Exception as e:  # isolate the video: report, clean up, go on
+        _remove_partial(Path(root), method, vid)
+        return vid, None, {}, f"{video['path']}: {method} failed: {e}"
+    stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+    n = 0 if part is None else pq.ParquetFile(part).metadata.num_rows
+    log.info("%s: %d %s samples (%s)", vid, n, method,
+             ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
+    return vid, n, stats, None
+
+
+def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_jobs=1, backend=None,
+               **kwargs) -> tuple[Path, dict, list[dict]]:
+    """Apply `build(src, video, landmarks, root, **kwargs) -> (rows file | None, stats)` to every
+    video, then merge the per-video rows into `<root>/<method>/samples.parquet`, batch by batch and
+    in catalog order (so the result does not depend on n_jobs or the backend).
+
+    Returns (samples.parquet, summed stats, skipped [{video_id, reason}]).
+    """
+    results = map_videos(_one_video, [with_absolute_paths(v) for v in catalog], n_jobs=n_jobs, backend=backend,
+                         desc=method, build=build, method=method, landmarks_dir=os.path.abspath(landmarks_dir),
+                         root=os.path.abspath(root),
+                         **kwargs)
+    totals, skipped, parts = {}, [], []
+    for vid, n, stats, err in results:
+        if err:
+            log.warning("skipped %s", err)
+            skipped.append({"video_id": vid, "reason": err})
+            continue
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
+        if n:
+            parts.append(part_path(root, method, vid))
+    out = Path(root) / method / "samples.parquet"
+    with pq.ParquetWriter(out, SAMPLES_SCHEMA, compression="zstd") as writer:
+        for part in parts:
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=FLUSH_ROWS):
+                writer.write_batch(batch)
+    shutil.rmtree(Path(root) / method / "samples", ignore_errors=True)
+    return out, totals, skipped
+
+
+def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_path, compute: dict,
+                **kwargs) -> Path:
+    """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
+    from pipeline.dataset.ingest import read_catalog
+    from pipeline.stage import write_json
+
+    out = Path(root) / method
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    path, stats, skipped = run_method(method, build, read_catalog(catalog_path), landmarks_dir, root,
+                                      n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
+    samples = pq.read_table(path, columns=["split", "n_frames"])
+    write_json(out / "skipped.json", skipped)
+    lengths = samples["n_frames"].to_numpy()
+    write_json(metrics_path, {
+        "windows": stats, "videos_skipped": len(skipped),
+        "samples": {"total": samples.num_rows, **counts_by(samples, "split", "n_frames")},
+        "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3), "max": int(lengths.max())}
+        if len(lengths) else {},
+    })
+    print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
+    return path

@@ -1,0 +1,120 @@
+"""Writing one video's blurry samples: blurry PNGs, the frame store, and the sample rows.
+
+Both averaging methods (fixed windows, VLA) produce samples through `SampleWriter`, into
+`<dataset>/<method>/`: `blurry/<video_id>/<sample_id>.png`, `frames/<video_id>.bin` (+ index)
+and rows of SAMPLES_SCHEMA in temporal order, streamed to `samples/<video_id>.parquet` every
+FLUSH_ROWS rows so memory does not grow with the length of the video. The `manifest` stage turns those rows into the
+FMR-ordered public manifests, so changing FMR settings never re-runs the averaging.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dataset.framestore import FrameStoreWriter
+from pipeline.dataset.pngio import PngEncoder
+
+SAMPLES_SCHEMA = pa.schema([
+    ("sample_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("method", pa.string()),
+    ("direction", pa.string()),  # forward | reverse (VLA's reverse pass)
+    ("n_frames", pa.int32()),
+    ("start_frame", pa.int32()),
+    ("end_frame", pa.int32()),
+    ("stop_reason", pa.string()),
+    ("gamma", pa.float32()),
+    ("crop_box", pa.list_(pa.float32(), 4)),
+    ("crop_adjust", pa.string()),  # none | shift | pad
+    ("blurry_path", pa.string()),  # relative to the dataset root
+    ("sharp_store", pa.string()),  # relative to the dataset root
+    ("frame_indices", pa.list_(pa.int32())),  # temporal order
+    ("landmarks", pa.list_(pa.list_(pa.float32(), 136))),  # per frame, crop pixels, temporal order
+    ("motion", pa.float32()),  # mean landmark path length over the window, crop pixels
+])
+
+
+FLUSH_ROWS = 256
+
+
+def part_path(root: str | Path, method: str, video_id: str) -> Path:
+    """One video's sample rows, merged into `<method>/samples.parquet` by the stage."""
+    return Path(root) / method / "samples" / f"{video_id}.parquet"
+
+
+def landmark_motion(landmarks_crop: np.ndarray) -> float:
+    """Mean distance the 68 landmarks travel across the window (crop pixels): a blur-strength measure."""
+    if len(landmarks_crop) < 2:
+        return 0.0
+    steps = np.linalg.norm(np.diff(landmarks_crop, axis=0), axis=-1)  # (N-1, 68)
+    return float(steps.sum(0).mean())
+
+
+class SampleWriter:
+    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder()):
+        self.root = Path(root)
+        self.method, self.video, self.gamma = method, video, float(gamma)
+        vid = video["video_id"]
+        self.store_rel = f"{method}/frames/{vid}.bin"
+        self.blurry_rel = f"{method}/blurry/{vid}"
+        self.store: FrameStoreWriter | None = None  # opened with the first frame: no files for no samples
+        self._png = png
+        self.rows: list[dict] = []
+        self.count = 0
+        self.part = part_path(self.root, method, vid)
+        self._parquet: pq.ParquetWriter | None = None
+
+    def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:
+        if self.store is None:
+            self.store = FrameStoreWriter(self.root / self.store_rel, self._png)
+            (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
+        self.store.add(frame, region, origin, frame_size)
+
+    def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
+            landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward") -> None:
+        rel = f"{self.blurry_rel}/{sample_id}.png"
+        self._png.write(self.root / rel, blurry)
+        self.rows.append({
+            "sample_id": sample_id,
+            "video_id": self.video["video_id"],
+            "split": self.video["split"],
+            "method": self.method,
+            "direction": direction,
+            "n_frames": len(frames),
+            "start_frame": int(min(frames)),
+            "end_frame": int(max(frames)),
+            "stop_reason": stop_reason,
+            "gamma": self.gamma,
+            "crop_box": [float(v) for v in box],
+            "crop_adjust": adjust,
+            "blurry_path": rel,
+            "sharp_store": self.store_rel,
+            "frame_indices": [int(f) for f in frames],
+            "landmarks": landmarks_crop.reshape(len(frames), -1).tolist(),
+            "motion": landmark_motion(landmarks_crop),
+        })
+        self.count += 1
+        if len(self.rows) >= FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        if self._parquet is None:
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet = pq.ParquetWriter(self.part, SAMPLES_SCHEMA, compression="zstd")
+        self._parquet.write_table(pa.Table.from_pylist(self.rows, schema=SAMPLES_SCHEMA))
+        self.rows = []
+
+    def close(self) -> Path | None:
+        """Finish the frame store and the rows file; return the rows file (None: no samples)."""
+        if self.store is not None:
+            self.store.close()
+        self._flush()
+        if self._parquet is not None:
+            self._parquet.close()
+        return self.part if self.count else None

@@ -1,0 +1,278 @@
+"""Variable-length averaging (VLA, Chrysos et al. 2019, section 3.4).
+
+A window starts at a usable frame and grows one frame at a time; its blurry image is the mean of
+its frames (same gamma and crop policy as fixed windows) and its ground truth the current middle
+frame. The first `min_len` frames form the seed; after that, each frame about to be added is
+checked against three conditions, each switchable and with its own thresholds
+(`blur.vla.<condition>.*`). When one fails, the sample is the window before that frame and
+`stop_reason` names the condition (checked in this order):
+
+overlap  The first and the would-be last frame must still share the face: for each facial part
+         (jaw, right brow, left brow, nose, right eye, left eye, mouth; 68-point index ranges in
+         PARTS) the IoU of the part's landmark box in the two frames (source pixels) is computed;
+         at least `min_parts` parts need IoU >= `min_iou`. Raising either shortens windows.
+quality  The running average (with the new frame) must stay close to the new middle frame:
+         SSIM (11x11 Gaussian window, `ssim_grey`) of the two as grey face crops of `analysis_size`
+         pixels, cut with the window's first-frame box, must be >= `min_ssim`. Raising it
+         shortens windows.
+flow     Dense optical flow (OpenCV DIS) between the last frame and the new one on a grey face
+         crop (the last frame's box); its mean vector over the landmark box, in output-crop
+         pixels (crop.size grid), is this step's motion v. It fails on
+         - flow failure: the new frame warped back by the flow still differs from the last one
+           (mean absolute grey difference over the landmark box > `max_residual`, 0-255 scale),
+           or v is not finite. DIS underestimates large jumps, so magnitude alone misses them;
+         - too fast: |v| > `max_step`;
+         - oscillation: v turns against the motion so far m (sum of the window's earlier steps),
+           cos(v, m) < `reversal_cos`, counted only when |v| and |m| are >= `min_step`.
+         Lowering `max_step` / `max_residual` or raising `reversal_cos` shortens windows.
+max_len  The window reached `max_len` frames.
+end      The next frame does not exist or is unusable: end of the video, no face, below the
+         sharpness gate (`min_sharpness`), or a gap in an image sequence.
+
+Windows shorter than `min_len` are dropped and counted. The next window starts after the end of
+the last one (`start: after_end`) or every `stride` frames (`start: stride`). With `reverse`,
+the clip is also parsed backwards (as the paper does for more pairs), skipping windows whose
+frames equal a forward window's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
+from pipeline.dataset.fixed import CropParams, usable
+from pipeline.dataset.landmarks import box_iou, points_box
+from pipeline.dataset.pngio import PngEncoder
+from pipeline.dataset.render import Renderer, Window, render, window_box
+from pipeline.dataset.video import FrameReader
+
+PARTS = {
+    "jaw": range(0, 17), "right_brow": range(17, 22), "left_brow": range(22, 27), "nose": range(27, 36),
+    "right_eye": range(36, 42), "left_eye": range(42, 48), "mouth": range(48, 68),
+}
+STOP_REASONS = ("overlap", "quality", "flow", "max_len", "end")
+
+
+@dataclass(frozen=True)
+class VLAParams:
+    min_len: int = 3
+    max_len: int = 21
+    start: str = "after_end"  # after_end | stride
+    stride: int = 5
+    reverse: bool = False
+    min_sharpness: float = 50.0
+    analysis_size: int = 128
+    overlap: bool = True
+    overlap_min_iou: float = 0.3
+    overlap_min_parts: int = 4
+    quality: bool = True
+    quality_min_ssim: float = 0.93
+    flow: bool = True
+    flow_max_step: float = 8.0
+    flow_reversal_cos: float = -0.5
+    flow_min_step: float = 1.0
+    flow_max_residual: float = 10.0
+    gamma: float = 1.0
+
+    @classmethod
+    def from_params(cls, blur: dict) -> "VLAParams":
+        v = dict(blur.get("vla", {}))
+        flat = {k: v[k] for k in ("min_len", "max_len", "start", "stride", "reverse", "min_sharpness",
+                                  "analysis_size") if k in v}
+        for cond in ("overlap", "quality", "flow"):
+            sub = v.get(cond, {}) or {}
+            flat[cond] = bool(sub.get("enabled", True))
+            flat.update({f"{cond}_{k}": sub[k] for k in sub if k != "enabled"})
+        p = cls(**flat, gamma=float(blur.get("gamma", 1.0)))
+        if p.start not in ("after_end", "stride"):
+            raise ValueError(f"blur.vla.start must be after_end or stride, got {p.start!r}")
+        if p.stride < 1:
+            raise ValueError(f"blur.vla.stride must be >= 1, got {p.stride}")
+        if not 2 <= p.min_len <= p.max_len:
+            raise ValueError(f"blur.vla needs 2 <= min_len <= max_len, got {p.min_len}, {p.max_len}")
+        return p
+
+
+def parts_overlapping(a: np.ndarray, b: np.ndarray, min_iou: float) -> int:
+    """How many facial parts' landmark boxes overlap with IoU >= min_iou between two frames."""
+    return sum(box_iou(points_box(a[list(r)]), points_box(b[list(r)])) >= min_iou for r in PARTS.values())
+
+
+def _gauss(img: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(img, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT_101)
+
+
+def ssim_grey(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of two grey images (0-255 values): 11x11 Gaussian window, sigma 1.5, reflect padding.
+
+    The definition of kornia.metrics.ssim(window_size=11) on [0, 1] images (tested to agree),
+    computed with OpenCV: about 5x faster for one small image, and it keeps torch out of the
+    data stages' worker processes (importing it cost each worker 1.5 s).
+    """
+    a = np.asarray(a, dtype=np.float32) * np.float32(1 / 255.0)
+    b = np.asarray(b, dtype=np.float32) * np.float32(1 / 255.0)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mu_a, mu_b = _gauss(a), _gauss(b)
+    mu_ab, mu_a2, mu_b2 = mu_a * mu_b, mu_a * mu_a, mu_b * mu_b
+    var_a, var_b, cov = _gauss(a * a) - mu_a2, _gauss(b * b) - mu_b2, _gauss(a * b) - mu_ab
+    num = (2 * mu_ab + c1) * (2 * cov + c2)
+    den = (mu_a2 + mu_b2 + c1) * (var_a + var_b + c2) + 1e-12
+    return float((num / den).mean())
+
+
+class _Analyzer:
+    """Grey analysis crops and memoised flow steps for one video."""
+
+    def __init__(self, reader: FrameReader, lm: dict, frame_w: int, frame_h: int, p: VLAParams, crop: CropParams):
+        self.reader, self.lm, self.p, self.crop = reader, lm, p, crop
+        self.w, self.h = frame_w, frame_h
+        self.boxes = widened_boxes(lm["points"], crop.widen)  # NaN where no face: never a window frame
+        self._grey: dict[int, np.ndarray] = {}
+        self._flow: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
+        size = self.p.analysis_size
+        self._grid = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+
+    def grey(self, i: int) -> np.ndarray:
+        g = self._grey.get(i)
+        if g is None:
+            if len(self._grey) > 4 * self.p.max_len:
+                self._grey.clear()
+            g = self._grey[i] = cv2.cvtColor(self.reader.get(i), cv2.COLOR_BGR2GRAY)
+        return g
+
+    def own_box(self, i: int) -> np.ndarray:
+        return square_box(self.boxes[i], self.w, self.h, self.crop.edge)[0]
+
+    def analysis_crop(self, i: int, box: np.ndarray) -> np.ndarray:
+        return crop_resize(self.grey(i), box, self.p.analysis_size)
+
+    def flow_step(self, a: int, b: int) -> tuple[np.ndarray, float]:
+        """Mean flow a -> b over a's landmark box (output-crop pixels), and the warp residual."""
+        key = (a, b)
+        if key not in self._flow:
+            box = self.own_box(a)
+            fa, fb = self.analysis_crop(a, box), self.analysis_crop(b, box)
+            flow = self._dis.calc(fa, fb, None)
+            scale = self.p.analysis_size / float(box[2] - box[0])
+            lb = (points_box(self.lm["points"][a]) - np.r_[box[:2], box[:2]]) * scale
+            x0, y0 = max(int(lb[0]), 0), max(int(lb[1]), 0)
+            x1, y1 = min(int(np.ceil(lb[2])) + 1, fa.shape[1]), min(int(np.ceil(lb[3])) + 1, fa.shape[0])
+            if not (x1 > x0 and y1 > y0):
+                x0, y0, x1, y1 = 0, 0, fa.shape[1], fa.shape[0]
+            warped = cv2.remap(fb, self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1],
+                               cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            residual = float(np.abs(warped[y0:y1, x0:x1].astype(np.float32) - fa[y0:y1, x0:x1]).mean())
+            v = flow[y0:y1, x0:x1].reshape(-1, 2).mean(0).astype(np.float64)
+            self._flow[key] = (v * (self.crop.size / self.p.analysis_size), residual)
+            if len(self._flow) > 8 * self.p.max_len:
+                self._flow.pop(next(iter(self._flow)))
+        return self._flow[key]
+
+
+def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: int, p: VLAParams):
+    """Grow a window from frame s in direction d (+1 / -1); return (frames, stop_reason)."""
+    pts = an.lm["points"]
+    n = len(ok)
+    seq = [s]
+    first_box = an.own_box(s)
+    crops = [an.analysis_crop(s, first_box).astype(np.float64)]
+    acc = crops[0].copy()
+    motion = np.zeros(2)
+    while True:
+        if len(seq) == p.max_len:
+            return seq, "max_len"
+        last, t = seq[-1], seq[-1] + d
+        if not 0 <= t < n or not ok[t] or not follows[max(last, t)]:
+            return seq, "end"
+        crop_t = an.analysis_crop(t, first_box).astype(np.float64)
+        v, residual = an.flow_step(last, t) if p.flow else (np.zeros(2), 0.0)
+        if len(seq) >= p.min_len:
+            if p.overlap and parts_overlapping(pts[s], pts[t], p.overlap_min_iou) < p.overlap_min_parts:
+                return seq, "overlap"
+            if p.quality:
+                mean = (acc + crop_t) / (len(seq) + 1)
+                middle = (crops + [crop_t])[len(seq) // 2]
+                if ssim_grey(mean, middle) < p.quality_min_ssim:
+                    return seq, "quality"
+            if p.flow:
+                vn, mn = np.linalg.norm(v), np.linalg.norm(motion)
+                if not np.isfinite(vn) or residual > p.flow_max_residual or vn > p.flow_max_step:
+                    return seq, "flow"
+                if vn >= p.flow_min_step and mn >= p.flow_min_step and v @ motion / (vn * mn) < p.flow_reversal_cos:
+                    return seq, "flow"
+        seq.append(t)
+        crops.append(crop_t)
+        acc += crop_t
+        motion += v
+
+
+def sample_id(video_id: str, frames, direction: str) -> str:
+    tag = "f" if direction == "forward" else "r"
+    return f"{video_id}-vla-{tag}{min(frames):06d}-{max(frames):06d}"
+
+
+def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, renderer: Renderer | None = None):
+    """Decide every VLA window of a video (reads frames through a bounded cache).
+
+    With a `renderer` and no reverse pass, each window is rendered as soon as it is decided,
+    from the frames just decoded for the decision (one decode of the video instead of two), and
+    the returned list is empty: the windows went to the renderer.
+    """
+    stream = renderer is not None and not p.reverse
+    w_, h_ = int(video["width"]), int(video["height"])
+    _, ok, follows = usable(lm, p.min_sharpness)
+    reader = FrameReader(src, capacity=2 * p.max_len + 2)
+    an = _Analyzer(reader, lm, w_, h_, p, crop)
+    stats = {"windows": 0, "dropped_short": 0, **{f"stop_{r}": 0 for r in STOP_REASONS}, "skipped_duplicate": 0}
+    windows, seen = [], set()
+    n = len(ok)
+    passes = [("forward", 1)] + ([("reverse", -1)] if p.reverse else [])
+    try:
+        for direction, d in passes:
+            s = 0 if d > 0 else n - 1
+            while 0 <= s < n:
+                if not ok[s]:
+                    s += d if p.start == "after_end" else d * p.stride
+                    continue
+                seq, reason = grow_window(an, ok, follows, s, d, p)
+                frames = tuple(sorted(seq))
+                if len(seq) < p.min_len:
+                    stats["dropped_short"] += 1
+                elif frames in seen:
+                    stats["skipped_duplicate"] += 1
+                else:
+                    if p.reverse:
+                        seen.add(frames)
+                    box, adjust = window_box(lm, frames, w_, h_, crop)
+                    window = Window(sample_id(video["video_id"], frames, direction), frames, box, adjust,
+                                    reason, direction)
+                    stats["windows"] += 1
+                    stats[f"stop_{reason}"] += 1
+                    if stream:
+                        renderer.add(window)  # rendered below and forgotten: memory stays bounded
+                    else:
+                        windows.append(window)
+                s = seq[-1] + d if p.start == "after_end" else s + d * p.stride
+                if stream:  # later windows start at s or after: frames before s are final
+                    for i in renderer.pending(before=s):
+                        renderer.push(i, reader.get(i))
+        if stream:
+            for i in renderer.pending():
+                renderer.push(i, reader.get(i))
+    finally:
+        reader.close()
+    windows.sort(key=lambda w: (w.end, w.sample_id))
+    return windows, stats
+
+
+def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams, png: PngEncoder = PngEncoder()):
+    """Write one video's VLA samples under `root`/vla; return (table, stats)."""
+    if p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
+        windows, stats = plan_windows(src, video, lm, p, crop)
+        return render(src, video, lm, root, "vla", windows, p.gamma, crop.size, png), stats
+    renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop.size, png)
+    _, stats = plan_windows(src, video, lm, p, crop, renderer)
+    return renderer.close(), stats

@@ -1,0 +1,178 @@
+"""Chrysos, Favaro & Zafeiriou (2019) two-step training: networks, optimisers, steps, sheet.
+
+Step 1 (`HourglassTask`): the stacked hourglass restores the blurry face, L1 to the sharp
+temporal middle frame summed over the stacks. Step 2 (`ChrysosGANTask`): the hourglass is
+frozen; per batch one discriminator step (blurry + sharp real, blurry + G_bl output fake),
+then one generator step on L_cGAN + 100 L1 + 100 L1(gradients) + 8 L_projection
++ 100 L1(G_s(sharp), sharp) (`ChrysosLossWeights`, params). The paper gives neither the
+optimiser nor the batch size: the defaults are pix2pix's (Adam, lr 2e-4, betas (0.5, 0.999),
+constant lr), whose loss weights the paper follows; Adam with lr 2.5e-4 (Newell et al.'s
+rate) for the hourglass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from pipeline.models.chrysos.losses import ChrysosLossWeights, discriminator_loss, generator_loss, hourglass_loss
+from pipeline.dataset.manifest import _read_rgb, load_sharp
+from pipeline.models.chrysos.gan import ChrysosGenerator, PatchDiscriminator
+from pipeline.models.chrysos.hourglass import StackedHourglass
+
+from pipeline.train import ddp
+from pipeline.train.config import LoopConfig, RuntimeConfig, split_section, take
+from pipeline.train.data import Batch, middle_position
+from pipeline.models.device import Runtime
+from pipeline.train.optim import add_adam, set_requires_grad, update
+from pipeline.sheets import Cell, to_float, to_uint8
+
+HG_KEYS = ("lr", "betas", "lr_decay", "hourglass", "sheet")
+GAN_KEYS = ("lr", "betas", "lr_decay", "generator", "discriminator", "loss", "sheet")
+
+
+# ------------------------------------------------------------------ step 1: hourglass
+
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    loop: LoopConfig
+    runtime: RuntimeConfig
+    hourglass: dict  # StackedHourglass arguments
+    lr: float = 2.5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_decay: float = 1.0
+    sheet: dict | None = None
+
+    @classmethod
+    def from_params(cls, section: dict, name: str = "train_chrysos_hg") -> "HourglassConfig":
+        loop, runtime, own = split_section(section, name, HG_KEYS)
+        return cls(loop, runtime, dict(own.pop("hourglass", {})), **own)
+
+
+class HourglassTask:
+    loss_names = ("loss", "l1")  # loss: L1 summed over stacks; l1: the final stack's
+    progress_keys = loss_names
+
+    def __init__(self, cfg: HourglassConfig, runtime: Runtime, env: ddp.DistEnv):
+        self.cfg, self.runtime, self.env = cfg, runtime, env
+        self.hourglass = runtime.module(StackedHourglass(**cfg.hourglass))
+        self.modules, self.optimizers, self.schedulers = {"hourglass": self.hourglass}, {}, {}
+        add_adam(self, "hourglass", self.hourglass, cfg.lr, cfg.betas, cfg.lr_decay)
+        self._hg = runtime.compiled(self.hourglass)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with self.runtime.autocast():
+            outputs = self._hg(batch.blurry)
+        outputs = [o.float() for o in outputs]
+        loss = hourglass_loss(outputs, batch.sharp)
+        update(self, "hourglass", loss)
+        return {"loss": loss.detach(), "l1": (outputs[-1] - batch.sharp).abs().mean().detach()}
+
+
+def load_hourglass(path: str | Path, device: torch.device) -> tuple[StackedHourglass, dict]:
+    """The step-1 weights file -> frozen hourglass on `device`, and its constructor arguments."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    config = saved["config"]["hourglass"]
+    hourglass = StackedHourglass(**config)
+    hourglass.load_state_dict(saved["state_dicts"]["hourglass"])
+    return hourglass.to(device).freeze(), config
+
+
+# ------------------------------------------------------------------ step 2: cGAN
+
+
+@dataclass(frozen=True)
+class ChrysosGANConfig:
+    loop: LoopConfig
+    runtime: RuntimeConfig
+    generator: dict  # ChrysosGenerator arguments
+    discriminator: dict  # PatchDiscriminator arguments
+    weights: ChrysosLossWeights
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: float = 1.0
+    sheet: dict | None = None
+
+    @classmethod
+    def from_params(cls, section: dict, name: str = "train_chrysos_gan") -> "ChrysosGANConfig":
+        loop, runtime, own = split_section(section, name, GAN_KEYS)
+        weights = take(ChrysosLossWeights, own.pop("loss", {}), f"{name}.loss")
+        return cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
+
+    def build_generator(self) -> ChrysosGenerator:
+        return ChrysosGenerator(**self.generator)
+
+
+class ChrysosGANTask:
+    loss_names = ("g_total", "g_adversarial", "g_l1", "g_gradient", "g_projection", "g_reconstruction",
+                  "d_total", "d_real", "d_fake")
+    progress_keys = ("g_l1", "g_total", "d_total")
+
+    def __init__(self, cfg: ChrysosGANConfig, runtime: Runtime, env: ddp.DistEnv, hourglass: StackedHourglass):
+        self.cfg, self.runtime, self.env = cfg, runtime, env
+        self.hourglass = runtime.module(hourglass.freeze())
+        self.generator = runtime.module(cfg.build_generator())
+        self.discriminator = runtime.module(PatchDiscriminator(in_channels=6, **cfg.discriminator))
+        self.modules = {"generator": self.generator, "discriminator": self.discriminator}
+        self.optimizers, self.schedulers = {}, {}
+        for name, module in self.modules.items():
+            add_adam(self, name, module, cfg.lr, cfg.betas, cfg.lr_decay)
+        self._hg, self._g, self._d = (runtime.compiled(m) for m in (self.hourglass, self.generator, self.discriminator))
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        images = self.runtime.images
+        with torch.no_grad(), self.runtime.autocast():
+            coarse = self._hg(batch.blurry)[-1]
+        with self.runtime.autocast():
+            restored = self._g(batch.blurry, coarse)  # forward = G_bl
+            reconstruction = self.generator.forward_sharp(batch.sharp)
+        restored, reconstruction = restored.float(), reconstruction.float()
+
+        set_requires_grad(self.discriminator, True)
+        with self.runtime.autocast():
+            real_logits, _ = self._d(batch.blurry, batch.sharp)
+            fake_logits, _ = self._d(batch.blurry, images(restored.detach()))
+        d_loss, d_parts = discriminator_loss(real_logits.float(), fake_logits.float())
+        update(self, "discriminator", d_loss)
+
+        set_requires_grad(self.discriminator, False)
+        with self.runtime.autocast():
+            fake_logits, fake_features = self._d(batch.blurry, images(restored))
+            with torch.no_grad():
+                _, real_features = self._d(batch.blurry, batch.sharp)
+        g_loss, g_parts = generator_loss(restored, batch.sharp, reconstruction, fake_logits.float(),
+                                         fake_features.float(), real_features.float(), self.cfg.weights)
+        update(self, "generator", g_loss)
+        set_requires_grad(self.discriminator, True)
+        return {**{f"g_{k}": v for k, v in g_parts.items()}, **{f"d_{k}": v for k, v in d_parts.items()}}
+
+
+@torch.no_grad()
+def chrysos_sheet(hourglass: StackedHourglass, generator: ChrysosGenerator | None, rows: list[dict],
+                  root: str | Path, device: torch.device) -> list[list[Cell]]:
+    """One sheet row per sample: blurry | hourglass output | G_bl output (step 2) | sharp middle."""
+    was_training = generator.training if generator is not None else False
+    hg_training = hourglass.training
+    hourglass.eval()
+    if generator is not None:
+        generator.eval()
+    sheet = []
+    for row in rows:
+        blurry = _read_rgb(Path(root) / row["blurry_path"])
+        sharp = load_sharp(row, [middle_position(row)], blurry.shape[0], root)[0]
+        b = to_float(blurry, device)
+        coarse = hourglass(b)[-1]
+        cells = [(blurry, f"blurry N={row['n_frames']}"), (to_uint8(coarse[0]), "hourglass")]
+        if generator is not None:
+            cells.append((to_uint8(generator.forward_blurry(b, coarse)[0]), "G_bl"))
+        sheet.append(cells + [(sharp, "sharp (middle)")])
+    hourglass.train(hg_training)
+    if generator is not None:
+        generator.train(was_training)
+    return sheet
+
+
+def loss_weights_record(cfg: ChrysosGANConfig) -> dict:
+    return asdict(cfg.weights)

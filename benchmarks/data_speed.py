@@ -10,7 +10,7 @@ own: VmHWM of the child, max with ru_maxrss of its reaped workers), in a scratch
 repository's. The NAIVE REFERENCE does what published scripts do: decode every frame into memory,
 dlib HOG detection (upsample 1) + 68 landmarks on every frame, then for every fixed window crop
 every frame again with the window's mean box and write the blurry PNG and all N sharp PNGs
-(cv2.imwrite defaults). For equal work the sharpness gate is OFF (min_sharpness 0) in both; the
+(cv2.imwrite defaults). For equal work the sharpness gate is OFF (blur.fixed.min_sharpness 0) in both; the
 naive reference does fixed windows only, so our figure is given with and without blur_vla.
 """
 from __future__ import annotations
@@ -189,7 +189,7 @@ def run_ours(workdir: Path, source: Path, n_jobs: int, backend: str) -> dict:
     from conftest import deep_update, repo_params
     params = deep_update(repo_params(), {"ingest": {"source": str(source), "test_videos": []},
                                          "compute": {"n_jobs": n_jobs, "backend": backend},
-                                         "blur": {"min_sharpness": 0.0}})
+                                         "blur": {"fixed": {"min_sharpness": 0.0}}})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     out = {}
@@ -216,7 +216,7 @@ def fmt_row(name, frames, samples, wall, rss):
 
 def landmark_difference(ours_dir: Path, naive_dir: Path) -> tuple[float, int, int]:
     import numpy as np
-    from pipeline.dataset.landmarks import normalised_error, read_landmarks
+    from pipeline.dataset.landmarks import interocular_error, read_landmarks
     errs, missing = [], 0
     for npy in sorted(naive_dir.glob("*.npy")):
         naive = np.load(npy)
@@ -225,7 +225,7 @@ def landmark_difference(ours_dir: Path, naive_dir: Path) -> tuple[float, int, in
             if np.isnan(a).any() or np.isnan(b).any():
                 missing += int(np.isnan(a).any() != np.isnan(b).any())
                 continue
-            errs.append(normalised_error(a, b))
+            errs.append(interocular_error(a, b))
     return (float(np.mean(errs)) if errs else float("nan")), len(errs), missing
 
 
@@ -249,7 +249,9 @@ def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> di
 
     import yaml
 
-    from pipeline.dataset.fixed import CropParams, FixedParams, build_video as fixed_video
+    from conftest import deep_update
+    from pipeline.dataset.crop import CropParams
+    from pipeline.dataset.fixed import FixedParams, build_video as fixed_video
     from pipeline.dataset.ingest import read_catalog, source_of
     from pipeline.dataset.landmarks import LandmarkParams, extract_video, read_landmarks
     from pipeline.dataset.vla import VLAParams, build_video as vla_video
@@ -264,7 +266,7 @@ def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> di
     prof.enable()
     extract_video(source_of(video), LandmarkParams.from_params(params["landmarks"]), video["n_frames"])
     lm = read_landmarks(landmarks_dir / f"{video_id}.parquet")
-    fixed_video(source_of(video), video, lm, out, FixedParams.from_params({**params["blur"], "min_sharpness": 0}),
+    fixed_video(source_of(video), video, lm, out, FixedParams.from_params(deep_update(params["blur"], {"fixed": {"min_sharpness": 0}})),
                 CropParams.from_params(params["crop"]))
     vla_video(source_of(video), video, lm, out, VLAParams.from_params(params["blur"]),
               CropParams.from_params(params["crop"]))

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import yaml
 
-from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
-from pipeline.dataset.fmr import U_FORMULAS, control_factors
+from pipeline.dataset.crop import CropParams, crop_resize, square_box, widened_boxes
+from pipeline.dataset.fmr import U_FORMULAS, FMRParams, control_factors
 
 log = logging.getLogger("deblur")
 
@@ -50,26 +50,20 @@ class DeblurError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class CropSettings:
-    """The dataset's crop policy (params `crop`) and u formula (params `manifest.fmr.u_formula`)."""
+class DeblurSettings:
+    """What the dataset decided and a photo must match: the crop (params `crop`) and the u formula
+    (params `manifest.fmr.u_formula`), read by the same parsers as the stages."""
 
-    widen: float = 0.5
-    size: int = 256
-    edge: str = "shift"
+    crop: CropParams = CropParams()
     u_formula: str = "authors"
 
     @classmethod
-    def from_params(cls, path: str | Path | None) -> "CropSettings":
+    def from_params(cls, path: str | Path | None) -> "DeblurSettings":
         if path is None or not Path(path).is_file():
             return cls()
         params = yaml.safe_load(Path(path).read_text()) or {}
-        crop = params.get("crop", {}) or {}
-        fmr = ((params.get("manifest", {}) or {}).get("fmr", {}) or {})
-        out = cls(float(crop.get("widen", 0.5)), int(crop.get("size", 256)), str(crop.get("edge", "shift")),
-                  str(fmr.get("u_formula", "authors")))
-        if out.u_formula not in U_FORMULAS:
-            raise ValueError(f"{path}: manifest.fmr.u_formula must be one of {list(U_FORMULAS)}")
-        return out
+        fmr = FMRParams.from_params((params.get("manifest") or {}).get("fmr") or {})
+        return cls(CropParams.from_params(params.get("crop") or {}), fmr.u_formula)
 
 
 @dataclass
@@ -132,12 +126,12 @@ def find_face(image: np.ndarray, detector: str = "auto", upsample: int = 1, max_
     return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64), used
 
 
-def face_crop(image: np.ndarray, points: np.ndarray, settings: CropSettings) -> tuple[np.ndarray, np.ndarray, str]:
+def face_crop(image: np.ndarray, points: np.ndarray, crop: CropParams) -> tuple[np.ndarray, np.ndarray, str]:
     """The dataset's crop of one face: (crop size x size RGB, square box, edge action)."""
     h, w = image.shape[:2]
-    box = widened_boxes(points[None].astype(np.float64), settings.widen)[0]
-    square, edge = square_box(box, w, h, settings.edge)
-    return crop_resize(image, square, settings.size), square, edge
+    box = widened_boxes(points[None].astype(np.float64), crop.widen)[0]
+    square, edge = square_box(box, w, h, crop.edge)
+    return crop_resize(image, square, crop.size), square, edge
 
 
 def paste(photo: np.ndarray, crop: np.ndarray, box: np.ndarray, feather: float = FEATHER) -> np.ndarray:
@@ -164,17 +158,17 @@ def paste(photo: np.ndarray, crop: np.ndarray, box: np.ndarray, feather: float =
 # ------------------------------------------------------------------------------ restoring
 
 
-def deblur_image(path: str | Path, model, frames: int = 7, settings: CropSettings = CropSettings(),
+def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSettings = DeblurSettings(),
                  output: str = "paste", detector: str = "auto", upsample: int = 1, max_side: int = 640) -> Restored:
     """One photo -> Restored (see the module doc); DeblurError naming the file on failure."""
-    from pipeline.eval.core import restore_many
+    from pipeline.models.inference import restore_many
 
     path = Path(path)
     if output not in OUTPUT_MODES:
         raise ValueError(f"output must be one of {OUTPUT_MODES}")
     photo = read_image(path)
     points, used = find_face(photo, detector, upsample, max_side, name=str(path))
-    crop, box, edge = face_crop(photo, points, settings)
+    crop, box, edge = face_crop(photo, points, settings.crop)
     if model.multi_output:
         if frames < 1:
             raise ValueError("--frames must be >= 1")
@@ -189,7 +183,7 @@ def deblur_image(path: str | Path, model, frames: int = 7, settings: CropSetting
         blurry = crop
     info = {"source": str(path), "model": model.name, "weights": str(model.path), "u": u,
             "face_box": [int(v) for v in box], "edge": edge, "detector": used, "output": output,
-            "crop": {"widen": settings.widen, "size": settings.size, "edge_policy": settings.edge},
+            "crop": {"widen": settings.crop.widen, "size": settings.crop.size, "edge_policy": settings.crop.edge},
             "u_formula": U_FORMULAS[settings.u_formula] if model.multi_output else None}
     return Restored(path, restored, u, blurry, [int(v) for v in box], edge, used, info)
 
@@ -290,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights or DEFAULT_WEIGHTS[args.model]
     try:
         inputs = list_inputs(args.inputs)
-        settings = CropSettings.from_params(args.params)
+        settings = DeblurSettings.from_params(args.params)
         model = load_model(weights, device=args.device)
     except (DeblurError, ModelFileError, ValueError) as e:
         raise SystemExit(f"deblur: {e}") from None

@@ -1,27 +1,35 @@
-"""PNG contact sheets: a grid of captioned images (rows of cells), written with OpenCV."""
+"""PNG contact sheets (grids of captioned images) and the even spread of rows they show.
+
+One module for every sheet the project draws: the dataset report (`reports/sheets/`), the training
+sample sheets and the evaluation examples. Torch-free, so the data half can use it.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence, TypeVar
 
 import cv2
 import numpy as np
-import torch
 
+from pipeline.dataset.manifest import sample_rows
+
+T = TypeVar("T")
 Cell = tuple[np.ndarray, str] | None  # (HxWx3 uint8 RGB, caption) or an empty cell
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """3xHxW float in [0, 1] (clamped) -> HxWx3 uint8 RGB."""
-    return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def to_float(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """HxWx3 uint8 RGB -> 1x3xHxW float in [0, 1] on `device` (a network's input)."""
-    return torch.from_numpy(image).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+def spread(items: Sequence[T], k: int | None) -> list[T]:
+    """`k` items at evenly spaced positions of `items` (first and last included, order kept);
+    all of them when k is None or at least len(items)."""
+    if k is None or k >= len(items):
+        return list(items)
+    if k <= 0:
+        return []
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, k).round().astype(int))]
 
 
 def captioned(image: np.ndarray, caption: str) -> np.ndarray:
+    """The image with its caption in white on a black band at the top left."""
     out = image.copy()
     scale = max(out.shape[1] / 400, 0.3)
     (w, h), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
@@ -30,8 +38,12 @@ def captioned(image: np.ndarray, caption: str) -> np.ndarray:
     return out
 
 
-def write_sheet(path: str | Path, rows: list[list[Cell]], gap: int = 2) -> Path:
-    """Rows of cells -> one PNG (cells of one size; empty cells stay grey)."""
+def render_sheet(rows: list[list[Cell]], gap: int = 2, tile: int | None = None, title: str | None = None) -> np.ndarray:
+    """Rows of cells -> one RGB image. Cells are resized to `tile` px squares when given (else they
+    must share one size); empty cells stay grey; `title` adds a black band on top."""
+    if tile is not None:
+        rows = [[None if c is None else (cv2.resize(c[0], (tile, tile), interpolation=cv2.INTER_AREA), c[1])
+                 for c in row] for row in rows]
     first = next(c[0] for row in rows for c in row if c is not None)
     h, w = first.shape[:2]
     n_cols = max(len(r) for r in rows)
@@ -40,6 +52,17 @@ def write_sheet(path: str | Path, rows: list[list[Cell]], gap: int = 2) -> Path:
         for j, cell in enumerate(row):
             if cell is not None:
                 sheet[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = captioned(*cell)
+    if title:
+        head = np.zeros((28, sheet.shape[1], 3), np.uint8)
+        cv2.putText(head, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        sheet = np.concatenate([head, sheet], axis=0)
+    return sheet
+
+
+def write_sheet(path: str | Path, rows: list[list[Cell]], gap: int = 2, tile: int | None = None,
+                title: str | None = None) -> Path:
+    """`render_sheet` written atomically as a PNG."""
+    sheet = render_sheet(rows, gap, tile, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -51,11 +74,8 @@ def write_sheet(path: str | Path, rows: list[list[Cell]], gap: int = 2) -> Path:
 
 def sheet_rows(root, methods, count: int, split: str = "test") -> list[dict]:
     """`count` samples spread evenly over the sorted `split` rows (the train rows if none)."""
-    from pipeline.train.data import training_rows
-
     try:
-        rows = training_rows(root, methods, split)
+        rows = sample_rows(root, methods, split)
     except ValueError:
-        rows = training_rows(root, methods, "train")
-    picks = np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)
-    return [rows[i] for i in picks]
+        rows = sample_rows(root, methods, "train")
+    return spread(rows, count)

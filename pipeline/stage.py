@@ -1,6 +1,7 @@
-"""What every stage script needs: params, logging, JSON outputs."""
+"""What every stage script needs: params, logging, JSON and CSV outputs."""
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -35,6 +36,19 @@ def setup_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def write_csv(path: str | Path, header: list[str], rows) -> Path:
+    """A CSV table for `dvc plots` (floats to 6 significant digits, None empty), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows([[("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for v in r] for r in rows])
+    os.replace(tmp, path)
+    return path
 
 
 def write_json(path: str | Path, obj) -> None:

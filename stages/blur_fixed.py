@@ -2,7 +2,8 @@
 import argparse
 
 from pipeline.dataset.run import build_stage
-from pipeline.dataset.fixed import CropParams, FixedParams, build_video
+from pipeline.dataset.crop import CropParams
+from pipeline.dataset.fixed import FixedParams, build_video
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.stage import load_params, setup_logging
 

@@ -16,9 +16,11 @@ landmark error, and writes:
 import argparse
 import logging
 
-from pipeline.eval.core import EvalConfig, evaluate, summary
+from pipeline.eval.config import EvalConfig
+from pipeline.eval.scoring import evaluate
+from pipeline.eval.tables import summary
 from pipeline.models.inference import DEFAULT_WEIGHTS, ModelFileError, load_model
-from pipeline.eval.outputs import sheet_rows, write_examples, write_plots, write_records
+from pipeline.eval.outputs import example_rows, write_examples, write_plots, write_records
 from pipeline.stage import load_params, setup_logging, write_json
 
 SECTION = "evaluate"
@@ -57,7 +59,7 @@ def main(args):
     result = summary(ev, cfg, model.name)
     write_records(results, ev)
     write_plots(args.plots, result, ev, cfg, model.name)
-    write_examples(sheet, model, sheet_rows(ev.rows, cfg.sheet_samples), args.root, cfg)
+    write_examples(sheet, model, example_rows(ev.rows, cfg.sheet_samples), args.root, cfg)
     write_json(metrics, result)
     for method in cfg.methods:
         for table, systems in result.get(method, {}).items():

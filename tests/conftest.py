@@ -93,7 +93,7 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
 
 # Small but real: two GRID talking heads and 120 frames of the webcam clip with head motion.
 SMALL_OVERRIDES = {
-    "blur": {"min_sharpness": 30.0, "fixed": {"windows": [5, 9], "stride": 5}},
+    "blur": {"fixed": {"windows": [5, 9], "stride": 5, "min_sharpness": 30.0}},
     "ingest": {"test_videos": ["grid-bbaf2n"]},
 }
 

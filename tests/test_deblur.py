@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from conftest import GRID, REPO, TEST_DATA, read_frames
-from pipeline.deblur import CropSettings, DeblurError, face_crop, find_face, main, paste, read_image
+from pipeline.dataset.crop import CropParams
+from pipeline.deblur import DeblurError, face_crop, find_face, main, paste, read_image
 from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.chrysos.gan import ChrysosGenerator
 from pipeline.models.chrysos.hourglass import StackedHourglass
@@ -82,7 +83,7 @@ def test_crops_as_mp4_and_the_crop_matches_the_dataset_policy(weights, grid_phot
     # the crop is the dataset's: landmark box widened by 0.5, square, 256 (pipeline.dataset.crop)
     image = read_image(grid_photo)
     points, _ = find_face(image, "hog")
-    crop, box, edge = face_crop(image, points, CropSettings())
+    crop, box, edge = face_crop(image, points, CropParams())
     lo, hi = points.min(0), points.max(0)
     side = max(hi - lo) * 2  # widen 0.5 on every side doubles the larger dimension
     assert box[2] - box[0] == pytest.approx(side, abs=2) and crop.shape == (256, 256, 3)

@@ -1,4 +1,4 @@
-"""The face crop shared by every averaging method (REFERENCE §2).
+"""The face crop shared by every averaging method (docs/dataset.md).
 
 Each frame's landmark box is widened by `widen` x its width/height on every side, the boxes are
 averaged over the window, made square around their centre, snapped to whole pixels and resized
@@ -14,10 +14,25 @@ Boxes inside the frame are recorded as "none".
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 EDGE_POLICIES = ("shift", "pad")
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """The crop policy (params `crop`), read once here for every stage and the deblur command."""
+
+    widen: float = 0.5
+    size: int = 256
+    edge: str = "shift"
+
+    @classmethod
+    def from_params(cls, p: dict) -> "CropParams":
+        return cls(float(p.get("widen", cls.widen)), int(p.get("size", cls.size)), str(p.get("edge", cls.edge)))
 
 
 def widened_boxes(points: np.ndarray, widen: float) -> np.ndarray:

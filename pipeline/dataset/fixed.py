@@ -10,20 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.dataset.crop import CropParams
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, window_box
 from pipeline.dataset.video import VideoError, iter_frames
-
-
-@dataclass(frozen=True)
-class CropParams:
-    widen: float = 0.5
-    size: int = 256
-    edge: str = "shift"
-
-    @classmethod
-    def from_params(cls, p: dict) -> "CropParams":
-        return cls(float(p.get("widen", 0.5)), int(p.get("size", 256)), str(p.get("edge", "shift")))
 
 
 @dataclass(frozen=True)
@@ -42,7 +32,7 @@ class FixedParams:
         stride = int(fixed.get("stride", 5))
         if stride < 1:
             raise ValueError(f"blur.fixed.stride must be >= 1, got {stride}")
-        return cls(windows, stride, float(blur.get("min_sharpness", 100.0)), float(blur.get("gamma", 1.0)))
+        return cls(windows, stride, float(fixed.get("min_sharpness", cls.min_sharpness)), float(blur.get("gamma", 1.0)))
 
 
 @dataclass

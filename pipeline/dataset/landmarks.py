@@ -269,7 +269,7 @@ def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def normalised_error(pred: np.ndarray, truth: np.ndarray) -> float:
+def interocular_error(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean point-to-point error over the inter-ocular distance (outer eye corners 36 and 45)."""
     iod = float(np.linalg.norm(truth[36] - truth[45]))
     return float(np.linalg.norm(pred - truth, axis=1).mean() / iod)

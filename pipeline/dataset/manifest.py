@@ -2,7 +2,7 @@
 
 Manifests live in `<dataset>/manifests/<method>-<split>.parquet` and read as one table with
 `pyarrow.dataset.dataset("data/dataset/manifests")`. One row per blurry sample; paths are relative
-to the dataset root. The required columns (REFERENCE §3) come first, with exactly these types;
+to the dataset root. The required columns (docs/manifest.md) come first, with exactly these types;
 extra columns follow. Every write is validated, and the bytes depend only on the inputs and
 params (rows in the averaging stages' order: videos in catalog order, each video's samples in
 the order its windows completed; fixed writer options), so reruns give identical files. The manifest stage streams: memory holds a batch of rows and one
@@ -254,6 +254,24 @@ def read_manifests(root: str | Path = DATASET_ROOT, **filters) -> pa.Table:
     for k, v in filters.items():
         table = table.filter(pc.field(k) == v)
     return table
+
+
+def sample_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
+    """Manifest rows of `split` made by `methods`, sorted by sample_id (stable across reruns);
+    ValueError naming the dataset when there are none."""
+    table = read_manifests(root, split=split)
+    table = table.filter(pc.is_in(table["method"], value_set=pa.array(list(methods))))
+    if table.num_rows == 0:
+        raise ValueError(f"{root}: no {split} samples made by {list(methods)} in the manifests")
+    return sorted(table.to_pylist(), key=lambda r: r["sample_id"])
+
+
+def middle_position(row: dict) -> int:
+    """FMR position of the temporal middle frame: start_frame + (N - 1) // 2 for fixed windows,
+    the middle of the sorted frame_indices for VLA (whose frames may skip gaps)."""
+    n, frames = row["n_frames"], row["frame_indices"]
+    middle = row["start_frame"] + (n - 1) // 2 if row["method"] == "fixed" else sorted(frames)[(n - 1) // 2]
+    return frames.index(middle)
 
 
 def _read_rgb(path: Path) -> np.ndarray:

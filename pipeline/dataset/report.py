@@ -1,10 +1,8 @@
 """The dataset report: summary metrics, DVC plot tables, and contact sheets to look at."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,6 +10,8 @@ import pyarrow.compute as pc
 from pipeline.dataset.counts import counts_by
 from pipeline.dataset.manifest import METHODS, load_sample
 from pipeline.dataset.vla import STOP_REASONS
+from pipeline.sheets import Cell, spread, write_sheet
+from pipeline.stage import write_csv
 
 TILE = 112
 
@@ -40,14 +40,6 @@ def summary(table: pa.Table, ingest: dict, landmarks: dict) -> dict:
     return out
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def write_plots(table: pa.Table, out_dir: Path) -> None:
     """CSV tables that dvc.yaml declares as plots (histograms, stop reasons, blur strength)."""
     rows = table.select(["sample_id", "method", "n_frames", "stop_reason", "motion"]).to_pylist()
@@ -56,49 +48,31 @@ def write_plots(table: pa.Table, out_dir: Path) -> None:
         for r in rows:
             if r["method"] == m:
                 counts[r["n_frames"]] = counts.get(r["n_frames"], 0) + 1
-        _write_csv(out_dir / f"n_frames_{m}.csv", ["n_frames", "samples"], sorted(counts.items()))
+        write_csv(out_dir / f"n_frames_{m}.csv", ["n_frames", "samples"], sorted(counts.items()))
     reasons = [r["stop_reason"] for r in rows if r["method"] == "vla"]
-    _write_csv(out_dir / "stop_reasons.csv", ["stop_reason", "samples"], [(s, reasons.count(s)) for s in STOP_REASONS])
-    _write_csv(out_dir / "blur_strength.csv", ["sample_id", "method", "n_frames", "motion"],
+    write_csv(out_dir / "stop_reasons.csv", ["stop_reason", "samples"], [(s, reasons.count(s)) for s in STOP_REASONS])
+    write_csv(out_dir / "blur_strength.csv", ["sample_id", "method", "n_frames", "motion"],
                [(r["sample_id"], r["method"], r["n_frames"], round(r["motion"], 4)) for r in rows])
 
 
-def _tile(img: np.ndarray, label: str) -> np.ndarray:
-    t = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (TILE, TILE), interpolation=cv2.INTER_AREA)
-    cv2.rectangle(t, (0, TILE - 16), (TILE, TILE), (0, 0, 0), -1)
-    cv2.putText(t, label, (3, TILE - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
-    return t
-
-
-def contact_sheet(rows: list[dict], root, title: str) -> np.ndarray:
+def contact_sheet(rows: list[dict], root) -> list[list[Cell]]:
     """Per sample two rows: blurry + sharp frames in FMR order (u printed), then in temporal order."""
-    strips = []
-    width = 1 + max((r["n_frames"] for r in rows), default=1)
+    cells = []
     for r in rows:
         blurry, sharp = load_sample(r, root)
-        order = np.argsort(r["frame_indices"], kind="stable")
         start = r["start_frame"]
-        fmr = [_tile(blurry, f"blurry N={r['n_frames']}")] + [
-            _tile(s, f"u={u:.2f} t={f - start}") for s, u, f in zip(sharp, r["u"], r["frame_indices"])]
-        temporal = [_tile(np.zeros_like(blurry), r["stop_reason"] or "temporal")] + [
-            _tile(sharp[k], f"t={r['frame_indices'][k] - start}") for k in order]
-        for line in (fmr, temporal):
-            line += [np.zeros((TILE, TILE, 3), np.uint8)] * (width - len(line))
-            strips.append(np.concatenate(line, axis=1))
-        strips.append(np.full((4, width * TILE, 3), 255, np.uint8))
-    head = np.zeros((28, width * TILE, 3), np.uint8)
-    cv2.putText(head, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
-    return np.concatenate([head] + strips, axis=0)
+        cells.append([(blurry, f"blurry N={r['n_frames']}")]
+                     + [(s, f"u={u:.2f} t={f - start}") for s, u, f in zip(sharp, r["u"], r["frame_indices"])])
+        order = np.argsort(r["frame_indices"], kind="stable")
+        cells.append([(np.zeros_like(blurry), r["stop_reason"] or "temporal")]
+                     + [(sharp[k], f"t={r['frame_indices'][k] - start}") for k in order])
+    return cells
 
 
 def pick_examples(table: pa.Table, method: str, k: int = 4) -> list[dict]:
     """A deterministic spread: the samples at evenly spaced ranks of blur strength (motion)."""
-    rows = [r for r in table.to_pylist() if r["method"] == method]
-    if not rows:
-        return []
-    rows.sort(key=lambda r: (r["motion"], r["sample_id"]))
-    idx = np.unique(np.linspace(0, len(rows) - 1, num=min(k, len(rows))).round().astype(int))
-    return [rows[i] for i in idx]
+    rows = sorted((r for r in table.to_pylist() if r["method"] == method), key=lambda r: (r["motion"], r["sample_id"]))
+    return spread(rows, k)
 
 
 def write_sheets(table: pa.Table, root, out_dir: Path, k: int = 4) -> list[Path]:
@@ -107,8 +81,7 @@ def write_sheets(table: pa.Table, root, out_dir: Path, k: int = 4) -> list[Path]
     for m in METHODS:
         rows = pick_examples(table, m, k)
         if rows:
-            path = out_dir / f"{m}.png"
-            cv2.imwrite(str(path), contact_sheet(rows, root, f"{m}: blurry, sharp frames in FMR order "
-                                                             "(u, time), then temporal order; low to high motion"))
-            written.append(path)
+            written.append(write_sheet(out_dir / f"{m}.png", contact_sheet(rows, root), tile=TILE,
+                                       title=f"{m}: blurry, sharp frames in FMR order (u, time), then temporal "
+                                             "order; low to high motion"))
     return written

@@ -42,7 +42,8 @@ import cv2
 import numpy as np
 
 from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
-from pipeline.dataset.fixed import CropParams, usable
+from pipeline.dataset.crop import CropParams
+from pipeline.dataset.fixed import usable
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, render, window_box

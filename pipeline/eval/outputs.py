@@ -12,33 +12,23 @@ a PNG sheet of restored examples.
 """
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp
+from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position
 from pipeline.metrics import landmarks_error as lmk
-from pipeline.train.data import middle_position
-from pipeline.sheets import write_sheet
+from pipeline.sheets import spread, write_sheet
+from pipeline.stage import write_csv
 
-from pipeline.eval.core import BASELINE, MAIN_TABLE, EvalConfig, Evaluation, records_table, restore_many
-from pipeline.models.inference import DeblurModel
+from pipeline.eval.config import BASELINE, MAIN_TABLE, EvalConfig
+from pipeline.eval.scoring import Evaluation
+from pipeline.eval.tables import records_table
+from pipeline.models.inference import DeblurModel, restore_many
 
 CED_STEPS = 50
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows([[("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for v in r] for r in rows])
-    os.replace(tmp, path)
-    return path
 
 
 def write_records(path: str | Path, ev: Evaluation) -> Path:
@@ -66,7 +56,7 @@ def write_plots(plots_dir: str | Path, summary: dict, ev: Evaluation, cfg: EvalC
         for key in sorted(k for k in model_cells if k != "all"):
             m, b = model_cells[key], base_cells.get(key, {})
             rows.append([int(key[1:]), m["n"], m["psnr"], b.get("psnr"), m["ssim"], b.get("ssim")])
-        written.append(_write_csv(paths[f"vs_n_{method}"],
+        written.append(write_csv(paths[f"vs_n_{method}"],
                                   ["n_frames", "images", f"{model_name}_psnr", f"{BASELINE}_psnr",
                                    f"{model_name}_ssim", f"{BASELINE}_ssim"], rows))
     thresholds = np.linspace(0.0, 1.25 * cfg.landmark_threshold, CED_STEPS + 1)
@@ -79,15 +69,13 @@ def write_plots(plots_dir: str | Path, summary: dict, ev: Evaluation, cfg: EvalC
                 columns.append(f"{system}_{method}")
                 curves.append(lmk.ced(errors, thresholds))
     rows = [[round(float(t), 6), *[float(c[i]) for c in curves]] for i, t in enumerate(thresholds)]
-    written.append(_write_csv(paths["ced"], ["threshold", *columns], rows))
+    written.append(write_csv(paths["ced"], ["threshold", *columns], rows))
     return written
 
 
-def sheet_rows(ev_rows: dict[str, list[dict]], count: int) -> list[dict]:
-    rows = [r for method_rows in ev_rows.values() for r in method_rows]
-    if not rows or count <= 0:
-        return []
-    return [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))]
+def example_rows(ev_rows: dict[str, list[dict]], count: int) -> list[dict]:
+    """`count` of the evaluated rows (all methods), evenly spread, for the example sheet."""
+    return spread([r for method_rows in ev_rows.values() for r in method_rows], count)
 
 
 def write_examples(path: str | Path, model: DeblurModel, rows: list[dict], root: str | Path, cfg: EvalConfig) -> Path | None:

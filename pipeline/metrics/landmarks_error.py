@@ -19,7 +19,7 @@ def box_diagonal(points: np.ndarray) -> float:
     return float(np.linalg.norm(p.max(axis=0) - p.min(axis=0)))
 
 
-def normalised_error(pred: np.ndarray, truth: np.ndarray) -> float:
+def diagonal_error(pred: np.ndarray, truth: np.ndarray) -> float:
     """Mean point distance / ground-truth box diagonal; pred and truth are (K, 2)."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     if pred.shape != truth.shape:

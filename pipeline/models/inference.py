@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.models.common import to_float, to_uint8
 from pipeline.models.device import Runtime, resolve_runtime
 
 MODEL_NAMES = {"cfmd_gan": "cfmd", "chrysos_gan": "chrysos"}
@@ -120,3 +122,14 @@ def load_model(path: str | Path, device: str = "auto", amp: str = "auto", channe
                              f"({type(e).__name__}: {e})") from None
     networks = {k: runtime.module(v.eval().requires_grad_(False)) for k, v in networks.items()}
     return DeblurModel(name, kind, path, networks, runtime, multiple)
+
+
+def restore_many(model: DeblurModel, blurry: np.ndarray, us: list[float | None], batch_size: int) -> np.ndarray:
+    """The blurry uint8 image restored at each u (one image for the Chrysos model): NxHxWx3 uint8."""
+    x = to_float(blurry, model.device)
+    out = []
+    for i in range(0, len(us), batch_size):
+        chunk = us[i:i + batch_size]
+        u = torch.tensor(chunk, dtype=torch.float32) if model.multi_output else None
+        out.append(to_uint8(model.restore(x.expand(len(chunk), -1, -1, -1), u)))
+    return np.concatenate(out)

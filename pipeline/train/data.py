@@ -22,30 +22,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp, read_manifests
+from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position, sample_rows
 
 TARGETS = ("moment", "middle")
 
 
 def training_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
-    """Manifest rows of `split` made by `methods`, sorted by sample_id (stable across reruns)."""
-    table = read_manifests(root, split=split)
-    table = table.filter(pc.is_in(table["method"], value_set=pa.array(list(methods))))
-    if table.num_rows == 0:
-        raise ValueError(f"{root}: no {split} samples made by {list(methods)} in the manifests")
-    return sorted(table.to_pylist(), key=lambda r: r["sample_id"])
-
-
-def middle_position(row: dict) -> int:
-    """FMR position of the temporal middle frame."""
-    n, frames = row["n_frames"], row["frame_indices"]
-    middle = row["start_frame"] + (n - 1) // 2 if row["method"] == "fixed" else sorted(frames)[(n - 1) // 2]
-    return frames.index(middle)
+    """The rows a training run draws from (`sample_rows` of the train split by default)."""
+    return sample_rows(root, methods, split)
 
 
 def flipped_position(row: dict, position: int) -> int:

@@ -25,7 +25,7 @@ from pipeline.dataset.pts import PtsError, read_pts
 from pipeline.dataset.video import VideoError, VideoSource, discover, probe
 
 # Small but real: one window length, every 5th frame, no sharpness gate (a few seconds a run).
-OVERRIDES = {"blur": {"min_sharpness": 0, "fixed": {"windows": [5], "stride": 5}}}
+OVERRIDES = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}}}
 GOOD_ID = "bbaf2n"
 GOOD_FRAMES = 75  # GRID clips: 75 frames, 360x288, 25 fps
 

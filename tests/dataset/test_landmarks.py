@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.dataset.landmarks import FaceTracker, LandmarkParams, normalised_error, extract_video
+from pipeline.dataset.landmarks import FaceTracker, LandmarkParams, interocular_error, extract_video
 from pipeline.dataset.pts import read_pts
 from pipeline.dataset.video import discover
 
@@ -27,7 +27,7 @@ def test_dlib_within_005_of_ground_truth_on_clip_001(frame):
     truth = read_pts(SAMPLE_300VW / "001" / "annot" / f"{frame}.pts")
     pts, score = FaceTracker(LandmarkParams()).detect(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
     assert pts is not None
-    err = normalised_error(pts, truth)
+    err = interocular_error(pts, truth)
     assert err < 0.05, f"mean error {err:.4f} of inter-ocular distance"
 
 
@@ -57,7 +57,7 @@ def test_tracking_matches_per_frame_detection_on_a_real_clip():
         a, src, _, _ = fast.step(g)
         b, _, _, _ = full.step(g)
         sources.append(src)
-        errs.append(normalised_error(a, b))
+        errs.append(interocular_error(a, b))
     assert sources.count("track") > 40  # it really tracked
     assert np.mean(errs) < 0.05, np.mean(errs)
 

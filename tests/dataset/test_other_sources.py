@@ -26,7 +26,7 @@ SIZE = 256
 
 
 def overrides(**extra) -> dict:
-    base = {"blur": {"min_sharpness": 0, "fixed": {"windows": [5], "stride": 5}}}
+    base = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}}}
     for k, v in extra.items():
         base[k] = v
     return base

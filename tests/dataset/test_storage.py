@@ -1,5 +1,4 @@
 """Pixel storage primitives: the PNG encoders and exact running means."""
-from pathlib import Path
 
 import cv2
 import numpy as np

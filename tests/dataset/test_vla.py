@@ -29,7 +29,7 @@ import pytest
 
 from conftest import GRID, read_frames, repo_params, run_stages, write_clip
 from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
-from pipeline.dataset.fixed import CropParams
+from pipeline.dataset.crop import CropParams
 from pipeline.dataset.landmarks import LandmarkParams, extract_video, read_landmarks
 from pipeline.dataset.manifest import load_sample, read_manifests
 from pipeline.dataset.video import VideoSource
@@ -436,7 +436,7 @@ def test_stages_write_vla_samples_whose_blurry_is_the_mean(osc_clip, tmp_path):
     shutil.copy(osc_clip.path, source / "osc.avi")
     vla_over = {"min_sharpness": 0, "max_len": 40, "reverse": True, "overlap": {"enabled": False},
                 "quality": {"enabled": False}, "flow": {"max_step": 100.0}}
-    overrides = {"blur": {"min_sharpness": 0, "fixed": {"windows": [5], "stride": 5}, "vla": vla_over}}
+    overrides = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}, "vla": vla_over}}
     work = tmp_path / "run"
     root = run_stages(work, source, overrides)
 

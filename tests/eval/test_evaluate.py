@@ -14,9 +14,11 @@ import torch
 import yaml
 
 from conftest import deep_update, repo_params
-from pipeline.eval.core import BASELINE, EvalConfig, Pair, centre_position, evaluate, plan, spread, summary
-from pipeline.dataset.manifest import load_sample, read_manifests
-from pipeline.train.data import middle_position
+from pipeline.eval.config import BASELINE, EvalConfig
+from pipeline.eval.scoring import evaluate
+from pipeline.eval.selection import Pair, centre_position, plan, spread_over_n
+from pipeline.eval.tables import summary
+from pipeline.dataset.manifest import load_sample, middle_position, read_manifests
 
 TINY = {
     "train_cfmd": {"generator": {"base_width": 8, "num_blocks": 1, "mapping_width": 8, "mapping_layers": 2},
@@ -192,11 +194,11 @@ def test_an_identity_restoration_scores_exactly_like_the_baseline(small_run):
 def test_spread_takes_samples_across_n_evenly():
     rows = [{"n_frames": n, "sample_id": f"{n}-{i}"} for n in (5, 7, 9) for i in range(4)] + \
            [{"n_frames": 11, "sample_id": "11-0"}]
-    picked = spread(rows, 6)
+    picked = spread_over_n(rows, 6)
     counts = {n: sum(r["n_frames"] == n for r in picked) for n in (5, 7, 9, 11)}
     assert sum(counts.values()) == 6 and counts[11] == 1 and min(counts.values()) >= 1
-    assert spread(rows, None) == rows and spread(rows, 100) == rows
-    assert [r["sample_id"] for r in spread(rows, 3)] == ["5-0", "7-0", "9-0"]
+    assert spread_over_n(rows, None) == rows and spread_over_n(rows, 100) == rows
+    assert [r["sample_id"] for r in spread_over_n(rows, 3)] == ["5-0", "7-0", "9-0"]
 
 
 def test_plan_pairs_every_u_the_centre_and_the_middle():

@@ -153,11 +153,11 @@ def test_face_box_falls_back_to_the_crop_policy_box():
 def test_landmark_error_normalised_by_ground_truth_box_diagonal():
     truth = np.array([[0, 0], [30, 0], [0, 40], [30, 40]], np.float64)  # box 30 x 40: diagonal 50
     assert lmk.box_diagonal(truth) == 50
-    assert lmk.normalised_error(truth, truth) == 0
-    assert lmk.normalised_error(truth + [3, 4], truth) == pytest.approx(5 / 50)
+    assert lmk.diagonal_error(truth, truth) == 0
+    assert lmk.diagonal_error(truth + [3, 4], truth) == pytest.approx(5 / 50)
     shifted = truth.copy()
     shifted[0] += [6, 8]  # one point off by 10, others exact: mean 2.5
-    assert lmk.normalised_error(shifted, truth) == pytest.approx(2.5 / 50)
+    assert lmk.diagonal_error(shifted, truth) == pytest.approx(2.5 / 50)
 
 
 def test_ced_auc_and_failure_rate_by_hand():

@@ -10,7 +10,6 @@ from torch.nn.utils import parametrize
 
 from pipeline.models.cfmd.losses import (
     CFMDLossWeights,
-    PerceptualUnavailableError,
     bce_logits,
     charbonnier,
     discriminator_loss,
@@ -18,7 +17,9 @@ from pipeline.models.cfmd.losses import (
     multiscale_charbonnier,
     resolve_perceptual,
 )
-from pipeline.models.cfmd.generator import CFMDGenerator, ContAdaBlock, count_parameters
+from pipeline.models.cfmd.generator import CFMDGenerator, ContAdaBlock
+from pipeline.models.common import count_parameters
+from pipeline.metrics.lpips import LPIPSUnavailableError
 from pipeline.models.cfmd.discriminator import UNetDiscriminator
 
 
@@ -109,7 +110,7 @@ def test_u_reaches_every_control_path_in_backward():
 
 def test_paper_configuration_size():
     """Base width 32, 8 blocks: MIMO-UNet (~6.8M) plus the ContAda extras."""
-    count = count_parameters(CFMDGenerator(base_width=32, num_blocks=8))
+    count = count_parameters(CFMDGenerator(base_width=32, num_blocks=8), trainable_only=True)
     assert 8_000_000 < count < 9_500_000, count
 
 
@@ -255,10 +256,10 @@ def test_perceptual_auto_without_lpips_package(monkeypatch):
     assert choice.loss is None and "not importable" in choice.reason
 
 
-def test_perceptual_lpips_mode_raises_when_unavailable(monkeypatch, tmp_path):
+def test_perceptual_required_mode_raises_when_unavailable(monkeypatch, tmp_path):
     monkeypatch.setenv("LPIPS_BACKBONE_WEIGHTS", str(tmp_path / "missing.pth"))
-    with pytest.raises(PerceptualUnavailableError, match="lpips"):
-        resolve_perceptual("lpips")
+    with pytest.raises(LPIPSUnavailableError, match="LPIPS required"):
+        resolve_perceptual("required")
 
 
 def test_perceptual_none_and_bad_mode():

@@ -15,11 +15,8 @@ from pipeline.models.chrysos.losses import (
     image_gradients,
     projection_loss,
 )
-from pipeline.models.chrysos.gan import (
-    ChrysosGenerator,
-    PatchDiscriminator,
-    count_parameters,
-)
+from pipeline.models.chrysos.gan import ChrysosGenerator, PatchDiscriminator
+from pipeline.models.common import count_parameters
 from pipeline.models.chrysos.hourglass import StackedHourglass
 
 TINY = 1 / 16  # width multiplier for the generator and discriminator in tests

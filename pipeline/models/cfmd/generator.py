@@ -258,8 +258,3 @@ class CFMDGenerator(nn.Module):
         z = self.decoders[0](z, dec_controls[0])
         out_1 = self.to_image1(z) + blurry
         return [out_4, out_2, out_1]
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -16,15 +16,14 @@ and records why, so a run never silently trains with a random backbone.
 
 from __future__ import annotations
 
-import importlib
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pipeline.metrics.lpips import resolve_lpips
 
 CHARBONNIER_EPS = 1e-3
 
@@ -144,20 +143,6 @@ def generator_loss(
 
 # --------------------------------------------------------- perceptual (LPIPS)
 
-LPIPS_WEIGHTS_ENV = "LPIPS_BACKBONE_WEIGHTS"
-"""Environment variable: path to the torchvision ImageNet weights of the LPIPS
-backbone (e.g. alexnet-owt-7be5be79.pth), used instead of the torch hub cache."""
-
-LPIPS_BACKBONE_FILES = {
-    "alex": "alexnet-owt-7be5be79.pth",
-    "vgg": "vgg16-397923af.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
-
-
-class PerceptualUnavailableError(RuntimeError):
-    """LPIPS was required but cannot be used here."""
-
 
 @dataclass(frozen=True)
 class PerceptualChoice:
@@ -195,59 +180,12 @@ class LPIPSLoss(nn.Module):
         return self.lpips(restored, sharp, normalize=True).mean()
 
 
-def lpips_backbone_path(net: str = "alex") -> Path:
-    """Where the backbone weights must be: $LPIPS_BACKBONE_WEIGHTS, else the torch hub cache."""
-    override = os.environ.get(LPIPS_WEIGHTS_ENV)
-    if override:
-        return Path(override)
-    return Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE_FILES[net]
-
-
-def _build_lpips(net: str) -> tuple[nn.Module | None, str, str | None]:
-    """(LPIPSLoss or None, reason, weights path). Never downloads: the backbone is
-    built random (pnet_rand) and then loaded from a file that must exist."""
-    try:
-        lpips = importlib.import_module("lpips")
-    except Exception as error:  # noqa: BLE001 - lpips also fails when torchvision is broken
-        return None, f"lpips package not importable ({type(error).__name__}: {error})", None
-
-    path = lpips_backbone_path(net)
-    if not path.is_file():
-        return None, (
-            f"LPIPS {net} backbone weights not found at {path} (downloads are disabled; "
-            f"put the file there or set {LPIPS_WEIGHTS_ENV})"
-        ), None
-    try:
-        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-        backbone = torch.load(path, map_location="cpu", weights_only=True)
-        # lpips keeps torchvision's `features[i]` modules under names "slice<n>.<i>".
-        state = {}
-        for key in model.net.state_dict():
-            _slice, index, param = key.split(".", 2)
-            state[key] = backbone[f"features.{index}.{param}"]
-        model.net.load_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - any failure means LPIPS is not usable
-        return None, f"LPIPS could not be built from {path} ({type(error).__name__}: {error})", str(path)
-    return LPIPSLoss(model), f"lpips package and {net} backbone weights found at {path}", str(path)
-
-
 def resolve_perceptual(mode: str = "auto", net: str = "alex") -> PerceptualChoice:
-    """Decide the perceptual loss.
-
-    mode "auto": LPIPS if the `lpips` package imports and its backbone weights
-    are on disk, else no perceptual loss (loss None) with the reason; "lpips":
-    LPIPS or PerceptualUnavailableError; "none": no perceptual loss.
-    """
-    if mode not in ("auto", "lpips", "none"):
-        raise ValueError(f"perceptual mode must be 'auto', 'lpips' or 'none', not {mode!r}")
-    if net not in LPIPS_BACKBONE_FILES:
-        raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONE_FILES)}, not {net!r}")
-    if mode == "none":
-        return PerceptualChoice(None, mode, "none", "perceptual loss disabled by configuration")
-
-    loss, reason, path = _build_lpips(net)
-    if loss is None:
-        if mode == "lpips":
-            raise PerceptualUnavailableError(f"perceptual mode 'lpips' requested but unavailable: {reason}")
-        return PerceptualChoice(None, mode, "none", f"LPIPS unavailable, training without L_per: {reason}", path)
-    return PerceptualChoice(loss, mode, f"lpips-{net}", reason, path)
+    """Decide the perceptual loss (modes as `pipeline.metrics.lpips.MODES`): "auto": LPIPS when it
+    can be built offline, else no perceptual loss with the reason; "required": LPIPS or
+    LPIPSUnavailableError; "none": no perceptual loss."""
+    lpips = resolve_lpips(mode, net)
+    if lpips.model is None:
+        reason = lpips.reason if mode == "none" else f"LPIPS unavailable, training without L_per: {lpips.reason}"
+        return PerceptualChoice(None, mode, "none", reason, lpips.weights_path)
+    return PerceptualChoice(LPIPSLoss(lpips.model), mode, f"lpips-{net}", lpips.reason, lpips.weights_path)

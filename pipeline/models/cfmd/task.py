@@ -26,7 +26,8 @@ from pipeline.train.config import LoopConfig, RuntimeConfig, split_section, take
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
-from pipeline.sheets import Cell, to_float, to_uint8
+from pipeline.models.common import to_float, to_uint8
+from pipeline.sheets import Cell
 
 OWN_KEYS = ("lr", "betas", "lr_decay", "generator", "discriminator", "loss", "perceptual", "lpips_net", "sheet")
 

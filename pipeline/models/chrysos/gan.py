@@ -268,8 +268,3 @@ class PatchDiscriminator(nn.Module):
         """Returns (logits, penultimate features) for the pair (blurry, sharp-or-restored)."""
         features = self.features(torch.cat([blurry, candidate], dim=1))
         return self.classifier(features), features
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of distinct parameter elements (shared parameters counted once)."""
-    return sum(p.numel() for p in module.parameters())

@@ -23,10 +23,12 @@ from pipeline.models.chrysos.hourglass import StackedHourglass
 
 from pipeline.train import ddp
 from pipeline.train.config import LoopConfig, RuntimeConfig, split_section, take
-from pipeline.train.data import Batch, middle_position
+from pipeline.dataset.manifest import middle_position
+from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
-from pipeline.sheets import Cell, to_float, to_uint8
+from pipeline.models.common import to_float, to_uint8
+from pipeline.sheets import Cell
 
 HG_KEYS = ("lr", "betas", "lr_decay", "hourglass", "sheet")
 GAN_KEYS = ("lr", "betas", "lr_decay", "generator", "discriminator", "loss", "sheet")

@@ -1,0 +1,91 @@
+"""Evaluation settings (params `evaluate`) and the names of systems and tables."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from pipeline.dataset.manifest import METHODS
+from pipeline.metrics import landmarks_error as lmk
+
+
+log = logging.getLogger("evaluate")
+
+
+BASELINE = "blurry"
+TABLES = {"cfmd": ("all_u", "centre_fmr", "centre_middle"), "chrysos": ("middle",)}
+MAIN_TABLE = {"cfmd": "all_u", "chrysos": "middle"}
+CENTRE_U = 0.5
+
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = "test"
+    methods: tuple[str, ...] = METHODS
+    max_samples: Any = None  # per method: an int, {method: int}, or None (every sample)
+    batch_size: int = 16  # restorations and FID images per forward pass
+    fid: bool = True
+    identity: bool = True
+    landmarks: bool = True
+    landmark_threshold: float = lmk.THRESHOLD
+    detect_upsample: int = 0  # dlib HOG upsampling when finding the face in a 256 crop
+    lpips: str = "auto"  # auto | required | none
+    lpips_net: str = "alex"
+    crop_widen: float = 0.5  # the crop policy (crop.widen): fallback face box
+    face_workers: Any = "auto"  # processes for the dlib metrics; auto: 0 on CPU, spare cores with CUDA
+    prefetch: int = 2  # samples read ahead by background threads
+    sheet_samples: int = 3
+    sheet_u: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    device: str = "auto"
+    amp: str = "auto"
+    channels_last: Any = "auto"
+
+    @classmethod
+    def from_params(cls, section: Mapping[str, Any], crop: Mapping[str, Any] | None = None) -> "EvalConfig":
+        """The params.yaml `evaluate` section (+ `crop.widen`) -> settings; unknown keys raise."""
+        s = dict(section or {})
+        known = {"split", "methods", "max_samples", "batch_size", "fid", "identity", "landmarks", "lpips",
+                 "lpips_net", "face_workers", "prefetch", "sheet", "runtime"}
+        unknown = set(s) - known
+        if unknown:
+            raise ValueError(f"evaluate: unknown keys {sorted(unknown)}")
+        lm = dict(s.pop("landmarks", {}) or {})
+        sheet = dict(s.pop("sheet", {}) or {})
+        rt = dict(s.pop("runtime", {}) or {})
+        for where, block, keys in (("landmarks", lm, {"enabled", "threshold", "upsample"}),
+                                   ("sheet", sheet, {"samples", "u"}),
+                                   ("runtime", rt, {"device", "amp", "channels_last"})):
+            if set(block) - keys:
+                raise ValueError(f"evaluate.{where}: unknown keys {sorted(set(block) - keys)}")
+        methods = s.pop("methods", METHODS)
+        methods = METHODS if methods == "both" else (methods,) if isinstance(methods, str) else tuple(methods)
+        if not methods or set(methods) - set(METHODS):
+            raise ValueError(f"evaluate.methods must be drawn from {METHODS}, got {methods!r}")
+        cfg = cls(methods=methods, landmarks=bool(lm.get("enabled", True)),
+                  landmark_threshold=float(lm.get("threshold", lmk.THRESHOLD)),
+                  detect_upsample=int(lm.get("upsample", 0)),
+                  sheet_samples=int(sheet.get("samples", 3)),
+                  sheet_u=tuple(float(u) for u in sheet.get("u", cls.sheet_u)),
+                  crop_widen=float((crop or {}).get("widen", 0.5)), **rt, **s)
+        if cfg.batch_size < 1:
+            raise ValueError("evaluate.batch_size must be >= 1")
+        return cfg
+
+    def quota(self, method: str) -> int | None:
+        m = self.max_samples
+        if isinstance(m, Mapping):
+            m = m.get(method)
+        if m is not None and int(m) < 0:
+            raise ValueError(f"evaluate.max_samples must be >= 0 or null, got {m}")
+        return None if m is None else int(m)
+
+    def workers(self, device: torch.device) -> int:
+        if self.face_workers == "auto":
+            return min(max((os.cpu_count() or 1) - 2, 1), 8) if device.type == "cuda" else 0
+        return int(self.face_workers)
+
+

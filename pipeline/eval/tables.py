@@ -1,0 +1,103 @@
+"""Aggregating per-pair records into the papers' tables, the summary, and the per-pair table."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.metrics import fid as fid_metric
+from pipeline.metrics import landmarks_error as lmk
+from pipeline.eval.config import BASELINE, TABLES, EvalConfig
+from pipeline.eval.scoring import Evaluation
+
+
+log = logging.getLogger("evaluate")
+
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    m = float(np.mean(v))
+    return m if math.isfinite(m) else None
+
+
+def _round(v, digits: int = 5):
+    return None if v is None or not math.isfinite(v) else round(float(v), digits)
+
+
+def cell(records: list[dict], ev: Evaluation, cfg: EvalConfig) -> dict:
+    """One table cell: n images and every metric over them (None where unavailable)."""
+    out = {"n": len(records),
+           "psnr": _round(_mean(r["psnr"] for r in records), 4),
+           "ssim": _round(_mean(r["ssim"] for r in records)),
+           "lpips": _round(_mean(r["lpips"] for r in records)),
+           "identity_dist": _round(_mean(r["identity_dist"] for r in records)),
+           "identity_cos": _round(_mean(r["identity_cos"] for r in records))}
+    if cfg.landmarks:
+        errors = [r["landmark_error"] for r in records]
+        out.update(landmark_error=_round(_mean(errors)),
+                   landmark_auc=_round(lmk.auc(errors, cfg.landmark_threshold)),
+                   landmark_failure=_round(lmk.failure_rate(errors, cfg.landmark_threshold)))
+    else:
+        out.update(landmark_error=None, landmark_auc=None, landmark_failure=None)
+    fid_value = None
+    if records and all(r["_pred_feature"] is not None and r["_target_feature"] is not None for r in records):
+        pred = np.stack([ev.features[r["_pred_feature"]] for r in records]).astype(np.float64)
+        target = np.stack([ev.features[r["_target_feature"]] for r in records]).astype(np.float64)
+        fid_value = fid_metric.fid(pred, target)  # None below two images
+    out["fid"] = _round(fid_value, 4)
+    return out
+
+
+def n_key(n: int) -> str:
+    return f"N{int(n):02d}"
+
+
+def tables(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
+    """{method: {table: {system: {"all": cell, "N05": cell, ...}}}}."""
+    grouped: dict[tuple, list[dict]] = defaultdict(list)
+    for r in ev.records:
+        grouped[(r["method"], r["table"], r["system"])].append(r)
+    out: dict = {}
+    for method in cfg.methods:
+        if not ev.evaluated.get(method):
+            continue
+        out[method] = {}
+        for table in TABLES[model_name]:
+            out[method][table] = {}
+            for system in (model_name, BASELINE):
+                recs = grouped.get((method, table, system), [])
+                by_n: dict[int, list[dict]] = defaultdict(list)
+                for r in recs:
+                    by_n[r["n_frames"]].append(r)
+                out[method][table][system] = {"all": cell(recs, ev, cfg),
+                                              **{n_key(n): cell(by_n[n], ev, cfg) for n in sorted(by_n)}}
+    return out
+
+
+def summary(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
+    """The metrics JSON: model, samples, the tables per method, and what each metric used."""
+    return {
+        "model": {k: v for k, v in ev.model.items() if k in ("name", "kind", "parameters", "dtype")},
+        "samples": {"evaluated": ev.evaluated, "available": ev.available, "split": cfg.split},
+        **tables(ev, cfg, model_name),
+        "metrics_info": ev.info,
+    }
+
+
+RECORD_COLUMNS = pa.schema([
+    ("sample_id", pa.string()), ("video_id", pa.string()), ("method", pa.string()), ("n_frames", pa.int32()),
+    ("stop_reason", pa.string()), ("motion", pa.float32()), ("table", pa.string()), ("system", pa.string()),
+    ("input_u", pa.float32()), ("target_position", pa.int32()), ("target_frame", pa.int32()),
+    ("target_u", pa.float32()), ("target_is_middle", pa.bool_()), ("psnr", pa.float64()), ("ssim", pa.float64()),
+    ("lpips", pa.float64()), ("identity_dist", pa.float64()), ("identity_cos", pa.float64()),
+    ("landmark_error", pa.float64()), ("face_box", pa.string()),
+])
+
+
+def records_table(ev: Evaluation) -> pa.Table:
+    rows = [{k: r.get(k) for k in RECORD_COLUMNS.names} for r in ev.records]
+    return pa.Table.from_pylist(rows, schema=RECORD_COLUMNS)

@@ -8,8 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dataset.counts import counts_by
-from pipeline.dataset.manifest import METHODS, load_sample
-from pipeline.dataset.vla import STOP_REASONS
+from pipeline.dataset.manifest import METHODS, STOP_REASONS, load_sample
 from pipeline.sheets import Cell, spread, write_sheet
 from pipeline.stage import write_csv
 

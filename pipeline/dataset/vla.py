@@ -43,6 +43,7 @@ import numpy as np
 
 from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
 from pipeline.dataset.crop import CropParams
+from pipeline.dataset.manifest import STOP_REASONS
 from pipeline.dataset.fixed import usable
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
@@ -53,7 +54,6 @@ PARTS = {
     "jaw": range(0, 17), "right_brow": range(17, 22), "left_brow": range(22, 27), "nose": range(27, 36),
     "right_eye": range(36, 42), "left_eye": range(42, 48), "mouth": range(48, 68),
 }
-STOP_REASONS = ("overlap", "quality", "flow", "max_len", "end")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,30 @@ def test_repro_then_noop_then_sweep(project):
     # FMR settings re-run only the manifest
     log = _run(["dvc", "exp", "run", DATA_TARGET, "-S", "manifest.fmr.u_formula=paper"], project)
     assert ran_stages(log) == {"manifest"}
+
+
+def test_queued_grid_then_exp_show(project):
+    """A sweep the DVC way: queue a grid with `dvc exp run --queue -S`, run it with `dvc queue start`,
+    compare with `dvc exp show` (docs/sweeps.md)."""
+    _run("git add -A && git commit -qm 'before the sweep' --allow-empty", project)
+    _run(["dvc", "exp", "run", DATA_TARGET, "--queue", "-S", "blur.fixed.stride=5,10"], project)
+    assert _run(["dvc", "queue", "status"], project).count("Queued") == 2
+    _run(["dvc", "queue", "start", "--jobs", "1"], project)
+    deadline = time.monotonic() + 600
+    while True:
+        status = _run(["dvc", "queue", "status"], project)
+        if not any(word in status for word in ("Queued", "Running")):
+            break
+        assert time.monotonic() < deadline, f"the queue did not finish:\n{status}"
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    _run(["dvc", "queue", "stop", "--kill"], project)
+    table = json.loads(_run(["dvc", "exp", "show", "--json"], project))
+    totals = {}
+    for commit in table:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                stride = data["params"]["params.yaml"]["data"]["blur"]["fixed"]["stride"]
+                totals[stride] = data["metrics"]["metrics/dataset.json"]["data"]["samples"]["total"]
+    assert set(totals) == {5, 10} and totals[10] < totals[5], totals

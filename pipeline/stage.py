@@ -8,25 +8,33 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 PARAMS_FILE = "params.yaml"
 
 
-def load_params(*keys: str, path: str | Path = PARAMS_FILE) -> dict:
-    """The sections of params.yaml a stage reads (all of it when no keys are given)."""
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
-    if not keys:
-        return params
-    out = {}
-    for key in keys:
-        node = params
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise KeyError(f"{path}: missing param '{key}'")
-            node = node[part]
-        out[key] = node
+def load_params(*keys: str, path: str | Path = PARAMS_FILE, validate: bool = True) -> dict:
+    """The sections of params.yaml a stage reads (all of it when no keys are given), validated
+    before any work starts (`pipeline.params`): a missing or bad entry ends the stage with one
+    line (SystemExit) naming the key, the value and what is allowed."""
+    from pipeline.params import ParamError, load_yaml, validate as check, validate_all
+
+    try:
+        params = load_yaml(path)
+        if not keys:
+            if validate:
+                validate_all(params)
+            return params
+        out = {}
+        for key in keys:
+            node = params
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    raise ParamError(f"{key}: missing (this stage reads it)")
+                node = node[part]
+            out[key] = node
+        if validate:
+            check(params, keys)
+    except ParamError as e:
+        raise SystemExit(f"{path}: {e}") from None
     return out
 
 

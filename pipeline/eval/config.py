@@ -10,6 +10,7 @@ import torch
 
 from pipeline.dataset.manifest import METHODS
 from pipeline.metrics import landmarks_error as lmk
+from pipeline.params import check_types
 
 
 log = logging.getLogger("evaluate")
@@ -61,6 +62,10 @@ class EvalConfig:
                                    ("runtime", rt, {"device", "amp", "channels_last"})):
             if set(block) - keys:
                 raise ValueError(f"evaluate.{where}: unknown keys {sorted(set(block) - keys)}")
+        check_types(cls, {k: v for k, v in s.items() if k != "methods"}, "evaluate")
+        check_types({"enabled": bool, "threshold": float, "upsample": int}, lm, "evaluate.landmarks")
+        check_types({"samples": int, "u": tuple[float, ...]}, sheet, "evaluate.sheet")
+        check_types({"device": str, "amp": str}, rt, "evaluate.runtime")
         methods = s.pop("methods", METHODS)
         methods = METHODS if methods == "both" else (methods,) if isinstance(methods, str) else tuple(methods)
         if not methods or set(methods) - set(METHODS):
@@ -72,7 +77,9 @@ class EvalConfig:
                   sheet_u=tuple(float(u) for u in sheet.get("u", cls.sheet_u)),
                   crop_widen=float((crop or {}).get("widen", 0.5)), **rt, **s)
         if cfg.batch_size < 1:
-            raise ValueError("evaluate.batch_size must be >= 1")
+            raise ValueError(f"evaluate.batch_size = {cfg.batch_size}: must be >= 1")
+        if cfg.prefetch < 0:
+            raise ValueError(f"evaluate.prefetch = {cfg.prefetch}: must be >= 0")
         return cfg
 
     def quota(self, method: str) -> int | None:

@@ -9,15 +9,20 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from pipeline.dataset.manifest import METHODS
+from pipeline.params import check_types
 
 
 def take(cls, mapping: Mapping[str, Any] | None, where: str):
-    """cls(**mapping), naming the unknown keys of `mapping` in the error."""
+    """cls(**mapping), naming the unknown keys of `mapping`, or the bad key, in the error."""
     mapping = dict(mapping or {})
     unknown = set(mapping) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-    return cls(**mapping)
+    check_types(cls, mapping, where)
+    try:
+        return cls(**mapping)
+    except ValueError as e:
+        raise ValueError(f"{where}.{e}" if str(e).split(" ")[0] in mapping else f"{where}: {e}") from None
 
 
 def methods_of(value) -> tuple[str, ...]:
@@ -50,12 +55,17 @@ class LoopConfig:
     def __post_init__(self):
         object.__setattr__(self, "methods", methods_of(self.methods))
         object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
-        if min(self.steps, self.epochs or 1, self.batch_size, self.log_every) < 1 or self.checkpoint_every < 0:
-            raise ValueError("steps, epochs, batch_size, log_every must be >= 1 and checkpoint_every >= 0")
-        if self.epoch_samples is not None and self.epoch_samples < 1:
-            raise ValueError("epoch_samples must be >= 1 (or null: the training set's size)")
+        for key in ("steps", "epochs", "batch_size", "log_every", "epoch_samples"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} = {getattr(self, key)}: must be >= 1"
+                                 + (" (or null)" if key in ("epochs", "epoch_samples") else ""))
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every = {self.checkpoint_every}: must be >= 0 (0: only when interrupted)")
+        if self.crop_size < 16 or self.crop_size % 16:
+            raise ValueError(f"crop_size = {self.crop_size}: must be a multiple of 16, at least 16 "
+                             "(the networks halve it several times)")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be [low, high] with 0 < low <= high, got {self.scale}")
+            raise ValueError(f"scale = {list(self.scale)}: must be [low, high] with 0 < low <= high")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         return self.epochs * steps_per_epoch if self.epochs is not None else self.steps
@@ -70,6 +80,15 @@ class RuntimeConfig:
     channels_last: Any = "auto"  # auto (on GPU) | true | false
     compile: bool = False
     num_workers: int = 2
+
+    def __post_init__(self):
+        for key, allowed in (("device", ("auto", "cpu", "cuda")), ("amp", ("auto", "bf16", "none")),
+                             ("channels_last", ("auto", True, False))):
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ValueError(f"{key} = {value!r}: must be one of {' | '.join(map(str, allowed))}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers = {self.num_workers}: must be >= 0")
 
 
 LOOP_KEYS = frozenset(f.name for f in fields(LoopConfig))

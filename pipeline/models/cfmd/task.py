@@ -22,7 +22,7 @@ from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.cfmd.discriminator import DiscriminatorOutput, UNetDiscriminator
 
 from pipeline.train import ddp
-from pipeline.train.config import LoopConfig, RuntimeConfig, split_section, take
+from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
@@ -50,6 +50,7 @@ class CFMDConfig:
     def from_params(cls, section: dict, name: str = "train_cfmd") -> "CFMDConfig":
         loop, runtime, own = split_section(section, name, OWN_KEYS)
         weights = take(CFMDLossWeights, own.pop("loss", {}), f"{name}.loss")
+        check_types(cls, own, name)
         cfg = cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
         return cfg
 

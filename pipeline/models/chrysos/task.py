@@ -22,7 +22,7 @@ from pipeline.models.chrysos.gan import ChrysosGenerator, PatchDiscriminator
 from pipeline.models.chrysos.hourglass import StackedHourglass
 
 from pipeline.train import ddp
-from pipeline.train.config import LoopConfig, RuntimeConfig, split_section, take
+from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
 from pipeline.dataset.manifest import middle_position
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
@@ -50,6 +50,7 @@ class HourglassConfig:
     @classmethod
     def from_params(cls, section: dict, name: str = "train_chrysos_hg") -> "HourglassConfig":
         loop, runtime, own = split_section(section, name, HG_KEYS)
+        check_types(cls, own, name)
         return cls(loop, runtime, dict(own.pop("hourglass", {})), **own)
 
 
@@ -101,6 +102,10 @@ class ChrysosGANConfig:
     def from_params(cls, section: dict, name: str = "train_chrysos_gan") -> "ChrysosGANConfig":
         loop, runtime, own = split_section(section, name, GAN_KEYS)
         weights = take(ChrysosLossWeights, own.pop("loss", {}), f"{name}.loss")
+        check_types(cls, own, name)
+        if loop.crop_size % 128:
+            raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of 128 (the generator's seven "
+                             "stride-2 levels)")
         return cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
 
     def build_generator(self) -> ChrysosGenerator:

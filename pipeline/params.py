@@ -117,6 +117,16 @@ class Choice(Spec):
 
 
 @dataclass
+class Removed(Spec):
+    """A key that no longer exists: refused with what replaced it (never silently ignored)."""
+
+    message: str
+
+    def check(self, key, value):
+        _fail(key, value, self.message)
+
+
+@dataclass
 class Nullable(Spec):
     inner: Spec
 
@@ -265,12 +275,6 @@ def _vla_lengths(v: dict):
     return None
 
 
-def _fmr_rounding(f: dict):
-    if "integer" in f and "rounding" in f:
-        return "integer", "replaced by manifest.fmr.rounding; set only rounding"
-    return None
-
-
 GATE_SWITCH = {"enabled": Bool()}
 
 SCHEMA: dict[str, Section] = {
@@ -322,6 +326,7 @@ SCHEMA: dict[str, Section] = {
             "reverse": Bool(),
             "min_sharpness": Float(ge=0),
             "analysis_size": Int(ge=16, le=1024),
+            "sharpness_space": Choice("crop", "source"),
             "overlap": Section({**GATE_SWITCH, "min_iou": Float(ge=0, le=1), "min_parts": Int(ge=0, le=7)}),
             "quality": Section({**GATE_SWITCH, "min_ssim": Float(ge=-1, le=1)}),
             "flow": Section({**GATE_SWITCH, "max_step": Float(gt=0), "reversal_cos": Float(ge=-1, le=1),
@@ -331,11 +336,12 @@ SCHEMA: dict[str, Section] = {
     "manifest": Section({
         "fmr": Section({
             "keypoint": Int(ge=0, le=67),
-            "integer": Bool(),  # legacy spelling of rounding: round | none
+            "integer": Removed("replaced by manifest.fmr.rounding (truncate | round | none) and "
+                               "manifest.fmr.space (source | crop); integer: true was space: crop, rounding: round"),
             "rounding": Choice("truncate", "round", "none"),
             "space": Choice("source", "crop"),
             "u_formula": Choice("authors", "paper"),
-        }, checks=(_fmr_rounding,)),
+        }),
     }),
 }
 

@@ -1,12 +1,15 @@
 """What every stage script needs: params, logging, JSON and CSV outputs."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Iterator
 
 PARAMS_FILE = "params.yaml"
 
@@ -66,3 +69,32 @@ def write_json(path: str | Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def replacing_dir(out: str | Path) -> Iterator[Path]:
+    """A stage's output folder, written beside it and swapped in only when the block succeeds.
+
+    Yields `<parent>/.<name>.partial/<name>` (an empty folder, the same name so that paths relative
+    to the staging root match the final ones). On success the old `out` is replaced (two renames
+    on one filesystem); on any exception the staging folder is removed (freeing the space a full
+    disk needs) and `out` is left exactly as it was. A run killed outright leaves the staging
+    folder, which the next run removes first.
+    """
+    out = Path(out)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    work = staging / out.name
+    work.mkdir(parents=True)
+    try:
+        yield work
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)

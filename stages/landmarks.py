@@ -1,12 +1,11 @@
 """Stage `landmarks`: 68 points per frame for every catalogued video (.pts, else dlib)."""
 import argparse
-import shutil
 from pathlib import Path
 
 from pipeline.dataset.ingest import read_catalog, with_absolute_paths
 from pipeline.dataset.landmarks import LandmarkParams, landmarks_for_video
 from pipeline.dataset.parallel import map_videos
-from pipeline.stage import load_params, setup_logging, write_json
+from pipeline.stage import load_params, replacing_dir, setup_logging, write_json
 
 
 def get_args_parser():
@@ -21,21 +20,20 @@ def main(args):
     setup_logging()
     params = load_params("landmarks", "compute")
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     videos = read_catalog(args.catalog)
-    results = map_videos(landmarks_for_video, [with_absolute_paths(v) for v in videos],
-                         n_jobs=params["compute"]["n_jobs"],
-                         backend=params["compute"].get("backend"), desc="landmarks",
-                         out_dir=str(out.resolve()), params=LandmarkParams.from_params(params["landmarks"]))
-    failed = [r for r in results if r["error"]]
-    ok = [r for r in results if not r["error"]]
-    no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]
+    with replacing_dir(out) as work:  # the previous landmarks survive a failed run (disk full, a bug)
+        results = map_videos(landmarks_for_video, [with_absolute_paths(v) for v in videos],
+                             n_jobs=params["compute"]["n_jobs"],
+                             backend=params["compute"].get("backend"), desc="landmarks",
+                             out_dir=str(work.resolve()), params=LandmarkParams.from_params(params["landmarks"]))
+        failed = [r for r in results if r["error"]]
+        ok = [r for r in results if not r["error"]]
+        no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]
+        write_json(work / "report.json", {"failed": [{"video_id": r["video_id"], "reason": r["error"]}
+                                                     for r in failed], "videos_without_face": no_face})
     metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face)}
     for key in sorted({k for r in ok for k in r if k.startswith("frames")}):
         metrics[key] = int(sum(r[key] for r in ok))
-    write_json(out / "report.json", {"failed": [{"video_id": r["video_id"], "reason": r["error"]} for r in failed],
-                                     "videos_without_face": no_face})
     write_json(args.metrics, metrics)
     print(f"landmarks: {len(ok)} videos, {metrics.get('frames', 0)} frames, "
           f"{metrics.get('frames_no_face', 0)} without a face, {len(failed)} failed -> {out}")

@@ -78,6 +78,29 @@ def build_catalog(source: str, params: dict, n_jobs: int = 1) -> tuple[pa.Table,
     return table, sorted(rejects, key=lambda r: r["path"])
 
 
+def list_source(source: str | Path) -> dict:
+    """A listing of everything under `source` for DVC to hash in place of the folder itself:
+    {entries: {relative path: [size, mtime_ns] | "unreadable: <why>"}}. Symbolic links are
+    followed for their size and time; a dangling or looping one is listed, not fatal (ingest
+    rejects it with its reason). VideoError if `source` is not a folder."""
+    root = Path(source)
+    if not root.is_dir():
+        raise VideoError(f"{root}: the video source folder does not exist or is not a folder (set ingest.source); "
+                         "nothing was changed")
+    entries = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            try:
+                st = os.stat(path)
+                entries[rel] = [st.st_size, st.st_mtime_ns]
+            except OSError as e:
+                entries[rel] = f"unreadable: {e.strerror}"
+    return {"source": str(source), "entries": entries}
+
+
 def read_catalog(path: str | Path) -> list[dict]:
     """The catalog rows (video_id, path, kind, split, n_frames, ...) in catalog order."""
     return pq.read_table(path).to_pylist()

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
 from pipeline.dataset.pts import PtsError, annotations_by_number, read_pts
-from pipeline.dataset.video import VideoError, VideoSource, frame_numbers, iter_frames
+from pipeline.dataset.video import VideoError, VideoSource, frame_numbers, is_input_error, iter_frames
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ def interocular_error(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> dict:
-    """Extract and write one video's landmarks; never raises (a failure is returned as `error`)."""
+    """Extract and write one video's landmarks; a bad input is returned as `error`, anything else raises."""
     from pipeline.dataset.ingest import source_of
 
     vid = video["video_id"]
@@ -289,8 +289,10 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
                 writer.write_table(table)
                 for s in table["source"].to_pylist():
                     counts[s] += 1
-    except Exception as e:  # one broken video must not end a run over hundreds
+    except Exception as e:  # one broken video must not end a run over hundreds...
         tmp.unlink(missing_ok=True)
+        if not is_input_error(e):  # ...but a full disk, a permission or memory error, a bug must
+            raise
         return {"video_id": vid, "error": f"{video['path']}: landmark extraction failed: {e}"}
     tmp.replace(path)
     frames = sum(counts.values())

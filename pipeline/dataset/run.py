@@ -1,7 +1,9 @@
 """Running an averaging method over every video: per-video isolation, cleanup, statistics.
 
-A video that fails (decoder error mid-stream, no face anywhere, missing landmarks) is logged,
-its partial outputs removed, and listed as skipped with the reason; the run goes on.
+A video that is a bad *input* (decoder error mid-stream, no face anywhere, missing landmarks:
+`pipeline.dataset.video.is_input_error`) is logged, its partial outputs removed, and listed as
+skipped with the reason; the run goes on. Anything else (disk full, permissions, out of memory,
+a bug) fails the stage, and the previous outputs stay in place (`pipeline.stage.replacing_dir`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pipeline.dataset.landmarks import read_landmarks
 from pipeline.dataset.parallel import map_videos
 from pipeline.dataset.counts import counts_by
 from pipeline.dataset.samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
+from pipeline.dataset.video import is_input_error
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,10 @@ def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, *
         return vid, None, {}, f"{vid}: no face in any frame"
     try:
         part, stats = build(source_of(video), video, lm, Path(root), **kwargs)
-    except Exception as e:  # isolate the video: report, clean up, go on
+    except Exception as e:  # a bad input: report, clean up, go on; anything else fails the stage
         _remove_partial(Path(root), method, vid)
+        if not is_input_error(e):
+            raise
         return vid, None, {}, f"{video['path']}: {method} failed: {e}"
     stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
     n = 0 if part is None else pq.ParquetFile(part).metadata.num_rows
@@ -87,15 +92,16 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
                 **kwargs) -> Path:
     """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
     from pipeline.dataset.ingest import read_catalog
-    from pipeline.stage import write_json
+    from pipeline.stage import replacing_dir, write_json
 
     out = Path(root) / method
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    path, stats, skipped = run_method(method, build, read_catalog(catalog_path), landmarks_dir, root,
-                                      n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
-    samples = pq.read_table(path, columns=["split", "n_frames"])
-    write_json(out / "skipped.json", skipped)
+    catalog = read_catalog(catalog_path)
+    with replacing_dir(out) as work:  # the previous <root>/<method> survives a failed run
+        path, stats, skipped = run_method(method, build, catalog, landmarks_dir, work.parent,
+                                          n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
+        samples = pq.read_table(path, columns=["split", "n_frames"])
+        write_json(work / "skipped.json", skipped)
+    path = out / path.name
     lengths = samples["n_frames"].to_numpy()
     write_json(metrics_path, {
         "windows": stats, "videos_skipped": len(skipped),

@@ -27,6 +27,35 @@ class VideoError(Exception):
     """A video that cannot be used; the message names the file and the problem."""
 
 
+def is_input_error(e: BaseException) -> bool:
+    """Is `e` a bad *input* (skip the video, list the reason, go on) rather than the environment
+    (disk full, permissions, memory: OSError, MemoryError) or a bug, which must fail the stage?
+
+    Only the readers decide an input is bad: they raise VideoError (decoder errors, unreadable or
+    inconsistent frames, a stream ending early) or PtsError (a malformed annotation file).
+    """
+    from pipeline.dataset.pts import PtsError
+
+    return isinstance(e, (VideoError, PtsError))
+
+
+# First bytes of still-image formats: such a file renamed .mp4/.avi/.mkv is not a video (OpenCV
+# opens it through its image-sequence reader and reports a frame count of INT64_MIN).
+IMAGE_SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF8": "GIF",
+                    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": None}  # RIFF: AVI or WebP, see below
+
+
+def _still_image_format(path: str) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for sig, name in IMAGE_SIGNATURES.items():
+        if head.startswith(sig):
+            if sig == b"RIFF":
+                return "WebP" if head[8:12] == b"WEBP" else None
+            return name
+    return None
+
+
 @dataclass(frozen=True)
 class VideoSource:
     video_id: str
@@ -112,11 +141,23 @@ def image_files(folder: str | Path) -> list[Path]:
                   key=lambda p: _natural_key(p.name))
 
 
+def _check_file(path: str) -> os.stat_result:
+    """stat() of an input file, or VideoError: missing, a dangling or looping symbolic link."""
+    try:
+        return os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            raise VideoError(f"{path}: broken symbolic link ({e.strerror}: -> {os.readlink(path)})") from None
+        raise VideoError(f"{path}: file does not exist ({e.strerror})") from None
+
+
 def _open_capture(path: str) -> cv2.VideoCapture:
-    if not os.path.exists(path):
-        raise VideoError(f"{path}: file does not exist")
-    if os.path.getsize(path) == 0:
+    if _check_file(path).st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+    still = _still_image_format(path)
+    if still:
+        raise VideoError(f"{path}: a still {still} image, not a video (only the name ends in "
+                         f"{Path(path).suffix})")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise VideoError(f"{path}: not a readable video (OpenCV/FFmpeg cannot open it: corrupt, "
@@ -134,18 +175,37 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
         files = image_files(src.path)
         if not files:
             raise VideoError(f"{src.path}: image folder holds no frames")
-        first = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)
-        if first is None:
-            raise VideoError(f"{files[0]}: unreadable image")
-        h, w = first.shape[:2]
-        for f in files[1:]:
-            if os.path.getsize(f) == 0:
-                raise VideoError(f"{f}: empty image file")
+        # Every frame is decoded exactly as the later stages decode it, so a sequence that passes
+        # ingest cannot fail later on a bad frame; a bad one rejects the sequence, naming the frames.
+        size, bad = None, []
+        for f in files:
+            try:
+                if _check_file(str(f)).st_size == 0:
+                    bad.append(f"{f} (empty image file)")
+                    continue
+            except VideoError as e:
+                bad.append(f"{f} ({str(e).split(': ', 1)[1]})")
+                continue
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                bad.append(f"{f} (unreadable image)")
+            elif size is None:
+                size = img.shape[:2]
+            elif img.shape[:2] != size:
+                bad.append(f"{f} ({img.shape[1]}x{img.shape[0]}, not {size[1]}x{size[0]} like the first frame)")
+        if bad:
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            raise VideoError(f"{src.path}: {len(bad)} of {len(files)} frames cannot be used: "
+                             f"{', '.join(bad[:5])}{more}; fix or remove them (a removed frame is a gap: "
+                             "no window averages across it)")
+        h, w = size
         return VideoInfo(float(image_fps), len(files), int(w), int(h), len(files))
     cap = _open_capture(src.path)
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not 0 <= declared < 2**31:  # unknown (OpenCV gives INT64_MIN for image readers)
+            declared = -1
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         n = 0
         while cap.grab():
@@ -154,6 +214,8 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
         cap.release()
     if n == 0:
         raise VideoError(f"{src.path}: no frame decodes (empty stream or not a video)")
+    if n == 1:
+        raise VideoError(f"{src.path}: a single frame (a still image?), not a video")
     if declared > 0 and n < declared - max(2, truncation_tolerance * declared):
         raise VideoError(f"{src.path}: truncated: the container declares {declared} frames "
                          f"but only {n} decode")

@@ -161,17 +161,17 @@ def test_catalog_keeps_good_and_faceless_videos(bad_run):
     # faceless videos are valid videos: catalogued, their problem is found later
     assert cat["wall"]["n_frames"] == 30 and (cat["wall"]["width"], cat["wall"]["height"]) == (140, 300)
     assert cat["blacked"]["n_frames"] == 25
-    # the broken sequence passes the cheap probe (first frame readable, no empty file)
-    assert set(cat) == {GOOD_ID, "wall", "blacked", "brokenseq"}
+    # ingest decodes every frame of an image sequence: the broken sequence is rejected there
+    assert set(cat) == {GOOD_ID, "wall", "blacked"}
     m = _json(bad_run / "metrics/ingest.json")
-    assert m["videos"] == 4
-    assert m["videos_rejected"] == len(BAD_FILES) + 1
-    assert m["frames"] == GOOD_FRAMES + 30 + 25 + 10
+    assert m["videos"] == 3
+    assert m["videos_rejected"] == len(BAD_FILES) + 2
+    assert m["frames"] == GOOD_FRAMES + 30 + 25
 
 
 def test_rejects_name_each_bad_file_with_its_problem(bad_run, bad_source):
     rejects = {Path(r["path"]).name: r["reason"] for r in _json(bad_run / "data/ingest/rejects.json")}
-    assert set(rejects) == set(BAD_FILES) | {"emptyframe"}
+    assert set(rejects) == set(BAD_FILES) | {"emptyframe", "imgs"}
     for name, (_, words) in BAD_FILES.items():
         reason = rejects[name]
         assert str(bad_source / name) in reason, reason
@@ -203,15 +203,15 @@ def test_faceless_videos_reported_and_counted(bad_run):
         assert not list((bad_run / "data/dataset/fixed/frames").glob(f"{vid}.bin*"))
 
 
-def test_broken_image_sequence_is_reported_by_frame(bad_run):
-    report = _json(bad_run / "data/landmarks/report.json")
-    failed = {f["video_id"]: f["reason"] for f in report["failed"]}
-    assert set(failed) == {"brokenseq"}
-    assert "000005.jpg" in failed["brokenseq"] and "unreadable" in failed["brokenseq"]
-    assert _json(bad_run / "metrics/landmarks.json")["videos_failed"] == 1
+def test_broken_image_sequence_is_reported_by_frame(bad_run, bad_source):
+    """Ingest decodes every frame of a sequence, so a bad frame is found there, named, and the
+    sequence rejected before any later stage spends time on it (docs/hostile-inputs.md)."""
+    rejects = {Path(r["path"]).name: r["reason"] for r in _json(bad_run / "data/ingest/rejects.json")}
+    assert str(bad_source / "brokenseq/imgs/000005.jpg") in rejects["imgs"] and "unreadable" in rejects["imgs"]
+    assert "1 of 10 frames" in rejects["imgs"]
+    assert _json(bad_run / "metrics/landmarks.json")["videos_failed"] == 0
     skipped = {s["video_id"]: s["reason"] for s in _json(bad_run / "data/dataset/fixed/skipped.json")}
-    assert set(skipped) == {"wall", "blacked", "brokenseq"}
-    assert "landmarks" in skipped["brokenseq"]
+    assert set(skipped) == {"wall", "blacked"}
 
 
 def test_manifests_valid_and_hold_only_the_good_video(bad_run):
@@ -225,15 +225,15 @@ def test_manifests_valid_and_hold_only_the_good_video(bad_run):
     assert sorted(table["start_frame"].to_pylist()) == list(range(0, GOOD_FRAMES - 4, 5))
     assert set(table["n_frames"].to_pylist()) == {5}
     m = _json(bad_run / "metrics/blur_fixed.json")
-    assert m["samples"]["total"] == 15 and m["videos_skipped"] == 3
+    assert m["samples"]["total"] == 15 and m["videos_skipped"] == 2  # wall, blacked (brokenseq: ingest)
     assert m["windows"]["kept"] == 15
     by_split = _json(bad_run / "metrics/dataset.json")["samples"]
     assert sum(v.get("fixed", 0) for k, v in by_split.items() if k != "total") == 15
-    # pixels are readable and consistent: blurry = rounded mean of the sharp frames (gamma 1)
+    # pixels are readable and consistent: blurry = truncated mean of the sharp frames (gamma 1)
     row = table.slice(7, 1).to_pylist()[0]
     blurry, sharp = load_sample(row, root)
     assert sharp.shape == (5, 256, 256, 3) and blurry.shape == (256, 256, 3)
-    np.testing.assert_array_equal(blurry, np.floor(sharp.astype(np.float64).mean(0) + 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(blurry, np.floor(sharp.astype(np.float64).mean(0)).astype(np.uint8))
 
 
 def test_nothing_good_is_lost(bad_run, clean_run):

@@ -15,7 +15,9 @@ borders); the model restores it:
   animation.
 
 `--output paste` (default) pastes the restored face back into the photo (resized to the crop box,
-feathered at its border); `--output crop` writes the crops. `<out>/<photo name>/info.json`
+feathered at its border); `--output crop` writes the crops. Each photo gets its own folder,
+`<out>/<stem>/`, or `<out>/<file name>/` when two inputs share a stem (face.jpg, face.png); two
+inputs with the same file name (a/face.jpg, b/face.jpg) are refused. `<out>/<...>/info.json`
 records the face box, u values and model. Errors name the file: a missing or unreadable image, a
 photo without a detectable face, a missing or wrong model file. With a folder, failures are
 listed and the other photos still processed (exit status 1 if any failed).
@@ -33,7 +35,7 @@ import cv2
 import numpy as np
 import yaml
 
-from pipeline.dataset.crop import CropParams, crop_resize, square_box, widened_boxes
+from pipeline.dataset.crop import CropParams, crop_resize, face_box
 from pipeline.dataset.fmr import U_FORMULAS, FMRParams, control_factors
 
 log = logging.getLogger("deblur")
@@ -127,23 +129,25 @@ def find_face(image: np.ndarray, detector: str = "auto", upsample: int = 1, max_
 
 
 def face_crop(image: np.ndarray, points: np.ndarray, crop: CropParams) -> tuple[np.ndarray, np.ndarray, str]:
-    """The dataset's crop of one face: (crop size x size RGB, square box, edge action)."""
+    """The dataset's crop of one face: (crop size x size RGB, crop box, edge action); the box is
+    square, or one pixel off with crop.square: shorter (the authors' rounding)."""
     h, w = image.shape[:2]
-    box = widened_boxes(points[None].astype(np.float64), crop.widen)[0]
-    square, edge = square_box(box, w, h, crop.edge)
-    return crop_resize(image, square, crop.size), square, edge
+    box, edge = face_box(points[None], w, h, crop)
+    return crop_resize(image, box, crop.size, resize=crop.resize), box, edge
 
 
 def paste(photo: np.ndarray, crop: np.ndarray, box: np.ndarray, feather: float = FEATHER) -> np.ndarray:
-    """The photo with `crop` resized into the square `box` (parts outside the photo dropped),
-    blended over a border of `feather` x the box side."""
+    """The photo with `crop` resized into `box` (parts outside the photo dropped), blended over a
+    border of `feather` x the box side."""
     h, w = photo.shape[:2]
     x0, y0, x1, y1 = (int(v) for v in box)
-    side = x1 - x0
-    interp = cv2.INTER_AREA if side < crop.shape[0] else cv2.INTER_CUBIC
-    patch = cv2.resize(crop, (side, side), interpolation=interp).astype(np.float32)
-    ramp = np.clip(np.minimum(np.arange(side) + 0.5, side - np.arange(side) - 0.5) / max(feather * side, 1.0), 0, 1)
-    alpha = np.minimum(ramp[:, None], ramp[None, :])[..., None]
+    bw, bh = x1 - x0, y1 - y0
+    interp = cv2.INTER_AREA if max(bw, bh) < crop.shape[0] else cv2.INTER_CUBIC
+    patch = cv2.resize(crop, (bw, bh), interpolation=interp).astype(np.float32)
+    band = max(feather * min(bw, bh), 1.0)
+    rx = np.clip(np.minimum(np.arange(bw) + 0.5, bw - np.arange(bw) - 0.5) / band, 0, 1)
+    ry = np.clip(np.minimum(np.arange(bh) + 0.5, bh - np.arange(bh) - 0.5) / band, 0, 1)
+    alpha = np.minimum(ry[:, None], rx[None, :])[..., None]
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     out = photo.copy()
     if cx1 <= cx0 or cy1 <= cy0:
@@ -183,7 +187,8 @@ def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSetti
         blurry = crop
     info = {"source": str(path), "model": model.name, "weights": str(model.path), "u": u,
             "face_box": [int(v) for v in box], "edge": edge, "detector": used, "output": output,
-            "crop": {"widen": settings.crop.widen, "size": settings.crop.size, "edge_policy": settings.crop.edge},
+            "crop": {"widen": settings.crop.widen, "size": settings.crop.size, "edge_policy": settings.crop.edge,
+                     "square": settings.crop.square, "resize": settings.crop.resize},
             "u_formula": U_FORMULAS[settings.u_formula] if model.multi_output else None}
     return Restored(path, restored, u, blurry, [int(v) for v in box], edge, used, info)
 
@@ -211,9 +216,30 @@ def write_animation(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     return path
 
 
-def write_result(out_dir: str | Path, result: Restored, animation: str = "gif", fps: float = 8.0) -> dict:
-    """frame_XX.png, sequence.<gif|mp4> and info.json in <out_dir>/<photo stem>/; returns the paths."""
-    folder = Path(out_dir) / result.source.stem
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """Each photo's output folder name: its stem (`face.jpg` -> `face`), or its whole file name
+    when another input shares the stem (`face.jpg`, `face.png` -> `face.jpg`, `face.png`), so no
+    result overwrites another. DeblurError when two inputs share the whole name as well."""
+    stems: dict[str, list[Path]] = {}
+    for p in inputs:
+        stems.setdefault(p.stem, []).append(p)
+    names: dict[Path, str] = {}
+    taken: dict[str, Path] = {}
+    for p in inputs:
+        name = p.stem if len(stems[p.stem]) == 1 else p.name
+        if name in taken and taken[name].resolve() != p.resolve():
+            raise DeblurError(f"{taken[name]} and {p} would both write to <out>/{name}/; rename one or run them "
+                              "with different --out folders")
+        taken[name] = p
+        names[p] = name
+    return names
+
+
+def write_result(out_dir: str | Path, result: Restored, animation: str = "gif", fps: float = 8.0,
+                 name: str | None = None) -> dict:
+    """frame_XX.png, sequence.<gif|mp4> and info.json in <out_dir>/<name>/ (default: the photo's
+    stem; see `output_names`); returns the paths."""
+    folder = Path(out_dir) / (name or result.source.stem)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("frame_*.png"):
         old.unlink()
@@ -283,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     weights = args.weights or DEFAULT_WEIGHTS[args.model]
     try:
-        inputs = list_inputs(args.inputs)
+        inputs = list(dict.fromkeys(list_inputs(args.inputs)))  # a photo given twice is done once
+        names = output_names(inputs)
         settings = DeblurSettings.from_params(args.params)
         model = load_model(weights, device=args.device)
     except (DeblurError, ModelFileError, ValueError) as e:
@@ -295,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = deblur_image(path, model, args.frames, settings, args.output, args.detector, args.upsample,
                                   args.max_side)
-            written = write_result(args.out, result, args.animation, args.fps)
+            written = write_result(args.out, result, args.animation, args.fps, names[path])
             log.info("%s: face at %s (%s) -> %d frame(s)%s in %s", path, result.box, result.detector,
                      len(written["frames"]), f" + {written['animation'].name}" if written["animation"] else "",
                      written["folder"])

@@ -17,11 +17,21 @@ from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
+BACKENDS = ("loky", "threading", "sequential", "dask")
+
 
 def resolve(n_jobs: int | None = None, backend: str | None = None) -> tuple[int, str]:
     """Environment overrides params, so a user can move a run to a cluster without editing params."""
-    n = int(os.environ.get("DEBLUR_N_JOBS", n_jobs if n_jobs is not None else 1))
+    raw = os.environ.get("DEBLUR_N_JOBS", n_jobs if n_jobs is not None else 1)
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SystemExit(f"DEBLUR_N_JOBS / compute.n_jobs = {raw!r}: must be an integer >= 1")
     b = os.environ.get("DEBLUR_JOBLIB_BACKEND", backend or "loky")
+    if b not in BACKENDS:
+        raise SystemExit(f"DEBLUR_JOBLIB_BACKEND / compute.backend = {b!r}: must be one of {' | '.join(BACKENDS)}")
     return n, b
 
 

@@ -1,9 +1,13 @@
 """Stage `blur_fixed`: fixed-window (CFMD-style) blurry samples for every video."""
 import argparse
+import json
+from pathlib import Path
 
 from pipeline.dataset.run import build_stage
 from pipeline.dataset.crop import CropParams
 from pipeline.dataset.fixed import FixedParams, build_video
+from pipeline.dataset.fixed import merge_gate_records
+from pipeline.dataset.ingest import read_catalog
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.stage import load_params, setup_logging
 
@@ -23,6 +27,9 @@ def main(args):
     build_stage("fixed", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
                 p=FixedParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
                 png=PngEncoder.from_params(params["blur"]))
+    # per video: windows kept and dropped, sharpness distribution against the gate (the report reads it)
+    skipped = json.loads((Path(args.root) / "fixed" / "skipped.json").read_text())
+    merge_gate_records(args.root, "fixed", read_catalog(args.catalog), skipped)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,10 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
 
 
 # Small but real: two GRID talking heads and 120 frames of the webcam clip with head motion.
+# The gate is measured on the 256 x 256 crops (blur.fixed.sharpness_space: crop): the GRID faces
+# score about 90-210, the webcam face (about 100 px wide, upscaled) 15-28, so 10 keeps all three.
 SMALL_OVERRIDES = {
-    "blur": {"fixed": {"windows": [5, 9], "stride": 5, "min_sharpness": 30.0}},
+    "blur": {"fixed": {"windows": [5, 9], "stride": 5, "min_sharpness": 10.0}},
     "ingest": {"test_videos": ["grid-bbaf2n"]},
 }
 

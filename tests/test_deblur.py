@@ -80,13 +80,18 @@ def test_crops_as_mp4_and_the_crop_matches_the_dataset_policy(weights, grid_phot
     while cap.read()[0]:
         n += 1
     assert n == 3
-    # the crop is the dataset's: landmark box widened by 0.5, square, 256 (pipeline.dataset.crop)
+    # the crop is the dataset's: landmark box widened by 0.5, centre crop to its shorter side (the
+    # authors' default, crop.square: shorter), 256 (pipeline.dataset.crop)
     image = read_image(grid_photo)
     points, _ = find_face(image, "hog")
     crop, box, edge = face_crop(image, points, CropParams())
     lo, hi = points.min(0), points.max(0)
-    side = max(hi - lo) * 2  # widen 0.5 on every side doubles the larger dimension
+    side = min(hi - lo) * 2  # widen 0.5 on every side doubles each dimension
     assert box[2] - box[0] == pytest.approx(side, abs=2) and crop.shape == (256, 256, 3)
+    assert abs((box[2] - box[0]) - (box[3] - box[1])) <= 1
+    # the old policy stays available: a square of the longer side
+    _, box, _ = face_crop(image, points, CropParams(square="longer", resize="opencv", edge="shift"))
+    assert box[2] - box[0] == box[3] - box[1] == pytest.approx(max(hi - lo) * 2, abs=2)
 
 
 def test_chrysos_writes_the_middle_frame_and_a_before_after_animation(weights, grid_photo, tmp_path):

@@ -1,19 +1,36 @@
 """Fixed-window averaging (CFMD-style): N consecutive sharp frames -> one blurry image.
 
-Windows of every N in `windows` start every `stride` frames. A window is kept only if each of
-its frames has a face and passes the sharpness gate, and the frames are consecutive in the
-source (image sequences may have gaps). Rendering (one forward decode) is `pipeline.dataset.render`.
+Windows of every N in `windows` start every `stride` frames (from frame 0; only full windows).
+A window is kept only if each of its frames has a face, the frames are consecutive in the source
+(image sequences may have gaps), and every frame passes the sharpness gate. Rendering (one
+forward decode) is `pipeline.dataset.render`.
+
+The sharpness gate (docs/protocol.md) is the variance of the Laplacian of a grey image, >= a
+threshold, for every frame of the window:
+- `sharpness_space: crop` (the authors): measured on each frame's crop with the window's box,
+  resized to crop.size (256): the image the dataset stores. The same face gives about the same
+  number at any source resolution; a face smaller than the crop is upscaled, which smooths it
+  and lowers its sharpness (so small faces are dropped, as in the authors' data).
+- `sharpness_space: source` (before issue 12): each frame's tight landmark box in source pixels
+  (the landmarks stage's `sharpness` column): the number grows with the face's pixel size.
+The threshold is `min_sharpness`, or, with `sharpness_percentile: p`, the video's p-th percentile
+of per-frame sharpness (each frame's own box, in the gate's space): a relative gate for footage
+whose absolute sharpness is low but usable (`min_sharpness` is then not used).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset.crop import CropParams
+from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, window_box
 from pipeline.dataset.video import VideoError, iter_frames
+
+SHARPNESS_SPACES = ("crop", "source")
 
 
 @dataclass(frozen=True)
@@ -22,6 +39,9 @@ class FixedParams:
     stride: int = 5
     min_sharpness: float = 100.0
     gamma: float = 1.0
+    sharpness_space: str = "crop"  # crop | source
+    sharpness_percentile: float | None = None  # 0-100, or None: absolute gate (min_sharpness)
+    rounding: str = "truncate"  # truncate | round (blur.rounding)
 
     @classmethod
     def from_params(cls, blur: dict) -> "FixedParams":
@@ -32,7 +52,19 @@ class FixedParams:
         stride = int(fixed.get("stride", 5))
         if stride < 1:
             raise ValueError(f"blur.fixed.stride must be >= 1, got {stride}")
-        return cls(windows, stride, float(fixed.get("min_sharpness", cls.min_sharpness)), float(blur.get("gamma", 1.0)))
+        space = str(fixed.get("sharpness_space", cls.sharpness_space))
+        if space not in SHARPNESS_SPACES:
+            raise ValueError(f"blur.fixed.sharpness_space must be one of {SHARPNESS_SPACES}, got {space!r}")
+        pct = fixed.get("sharpness_percentile")
+        if pct is not None:
+            pct = float(pct)
+            if not 0.0 <= pct <= 100.0:
+                raise ValueError(f"blur.fixed.sharpness_percentile must be in [0, 100] or null, got {pct}")
+        rounding = str(blur.get("rounding", cls.rounding))
+        if rounding not in ("truncate", "round"):
+            raise ValueError(f"blur.rounding must be truncate or round, got {rounding!r}")
+        return cls(windows, stride, float(fixed.get("min_sharpness", cls.min_sharpness)), float(blur.get("gamma", 1.0)),
+                   space, pct, rounding)
 
 
 @dataclass
@@ -49,20 +81,25 @@ class WindowStats:
         return dict(self.__dict__)
 
 
-def usable(lm: dict, min_sharpness: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame: has a face; passes the sharpness gate; continues the previous frame without a gap."""
+def usable(lm: dict, min_sharpness: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: has a face; passes the source-pixel sharpness gate (all True when
+    `min_sharpness` is None); continues the previous frame without a gap."""
     has = lm["has_face"]
-    sharp = has & (np.nan_to_num(lm["sharpness"], nan=0.0) >= min_sharpness)
+    sharp = has if min_sharpness is None else has & (np.nan_to_num(lm["sharpness"], nan=0.0) >= min_sharpness)
     follows = np.ones(len(has), dtype=bool)
     follows[1:] = np.diff(lm["frame_number"]) == 1
     return has, sharp, follows
 
 
 def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = "",
-                 stats: WindowStats | None = None):
-    """Kept windows of a video in order of their first frame (then N), counting every decision
-    in `stats`: a generator, so rendering can start before the whole video is planned."""
-    has, sharp, follows = usable(lm, p.min_sharpness)
+                 stats: WindowStats | None = None, source_gate: float | None = None):
+    """Windows of a video to render, in order of their first frame (then N), counting every
+    decision in `stats`: a generator, so rendering can start before the whole video is planned.
+
+    Windows with a faceless frame or a gap are dropped here; so are windows below `source_gate`
+    (a threshold on the landmarks' source-pixel sharpness). The crop-space gate is the renderer's.
+    """
+    has, sharp, follows = usable(lm, source_gate)
     n_frames = len(has)
     stats = WindowStats() if stats is None else stats
     for s in range(0, n_frames, p.stride):
@@ -73,24 +110,94 @@ def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: Cro
             seg = slice(s, s + n)
             if not has[seg].all():
                 stats.dropped_no_face += 1
-            elif not sharp[seg].all():
-                stats.dropped_sharpness += 1
             elif not follows[s + 1:s + n].all():
                 stats.dropped_gap += 1
+            elif not sharp[seg].all():
+                stats.dropped_sharpness += 1
             else:
                 frames = tuple(range(s, s + n))
                 box, adjust = window_box(lm, frames, frame_w, frame_h, crop)
-                stats.kept += 1
-                stats.crop_shift += adjust == "shift"
-                stats.crop_pad += adjust == "pad"
                 yield Window(sample_id(video_id, n, s), frames, box, adjust)
 
 
 def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = ""):
-    """All kept windows of a video, and why the others were dropped."""
+    """The windows a video would render (before the crop-space gate), and why the others were dropped."""
     stats = WindowStats()
-    windows = list(iter_windows(lm, frame_w, frame_h, p, crop, video_id, stats))
+    source_gate = p.min_sharpness if p.sharpness_space == "source" and p.sharpness_percentile is None else None
+    windows = list(iter_windows(lm, frame_w, frame_h, p, crop, video_id, stats, source_gate))
     return windows, stats
+
+
+def frame_sharpness(src, lm: dict, frame_w: int, frame_h: int, crop: CropParams) -> np.ndarray:
+    """Each frame's sharpness at the output scale: its own box (crop policy, one frame), cropped,
+    resized to crop.size, variance of the Laplacian of the grey crop. NaN where no face."""
+    out = np.full(len(lm["has_face"]), np.nan)
+    faces = np.flatnonzero(lm["has_face"])
+    if not len(faces):
+        return out
+    for i, frame in iter_frames(src, stop=int(faces[-1]) + 1):
+        if lm["has_face"][i]:
+            box, _ = face_box(lm["points"][i:i + 1], frame_w, frame_h, crop)
+            out[i] = laplacian_variance(crop_resize(frame, box, crop.size, resize=crop.resize))
+    return out
+
+
+def gate_threshold(src, lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams) -> float:
+    """The video's sharpness threshold: min_sharpness, or its p-th percentile of per-frame sharpness."""
+    if p.sharpness_percentile is None:
+        return p.min_sharpness
+    values = lm["sharpness"] if p.sharpness_space == "source" else frame_sharpness(src, lm, frame_w, frame_h, crop)
+    values = np.asarray(values, np.float64)[lm["has_face"]]
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, p.sharpness_percentile)) if len(values) else float("inf")
+
+
+QUANTILES = (5, 10, 25, 50, 75, 90, 95)
+
+
+def sharpness_summary(values, threshold: float) -> dict:
+    """Distribution of a video's gate values (NaN ignored) against its threshold."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    out = {"threshold": round(float(threshold), 4), "n": int(len(v)), "below": int((v < threshold).sum())}
+    if len(v):
+        q = np.percentile(v, QUANTILES)
+        out.update({"min": round(float(v.min()), 4), "max": round(float(v.max()), 4),
+                    **{f"p{k}": round(float(x), 4) for k, x in zip(QUANTILES, q)}})
+    return out
+
+
+def gate_dir(root, method: str) -> Path:
+    """Per-video gate records, merged into `<method>/videos.json` by the stage."""
+    return Path(root) / method / "gate"
+
+
+def write_gate_record(root, method: str, video_id: str, record: dict) -> None:
+    d = gate_dir(root, method)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{video_id}.json").write_text(json.dumps(record, sort_keys=True))
+
+
+def merge_gate_records(root, method: str, catalog: list[dict], skipped: list[dict]) -> Path:
+    """`<root>/<method>/videos.json`: one record per catalog video (catalog order): its window
+    counts, sharpness distribution and threshold, or why it was skipped."""
+    import shutil
+
+    from pipeline.stage import write_json
+
+    d = gate_dir(root, method)
+    reasons = {s["video_id"]: s["reason"] for s in skipped}
+    out = []
+    for v in catalog:
+        vid = v["video_id"]
+        f = d / f"{vid}.json"
+        rec = json.loads(f.read_text()) if f.is_file() else {}
+        if vid in reasons:
+            rec = {**rec, "skipped": reasons[vid]}
+        out.append({"video_id": vid, **rec})
+    shutil.rmtree(d, ignore_errors=True)
+    path = Path(root) / method / "videos.json"
+    write_json(path, out)
+    return path
 
 
 def sample_id(video_id: str, n: int, start: int) -> str:
@@ -101,20 +208,45 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     """Write one video's fixed-window samples under `root`/fixed; return (rows file | None, stats).
 
     Windows are planned as the decoder reaches their first frame, so memory holds the open
-    windows, not a plan of the whole video."""
+    windows, not a plan of the whole video. The crop-space gate is decided on the crops being
+    averaged (no second decode); a percentile gate in crop space first measures every frame."""
+    w_, h_ = int(video["width"]), int(video["height"])
+    threshold = gate_threshold(src, lm, w_, h_, p, crop)
+    source = p.sharpness_space == "source"
     stats = WindowStats()
-    planned = iter_windows(lm, int(video["width"]), int(video["height"]), p, crop, video["video_id"], stats)
+    planned = iter_windows(lm, w_, h_, p, crop, video["video_id"], stats, threshold if source else None)
+    renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop, png, p.rounding,
+                        gate=None if source else threshold, measure=True)
     nxt = next(planned, None)
-    if nxt is None:
-        return None, stats
-    renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop.size, png)
-    for i, frame in iter_frames(src):
-        while nxt is not None and nxt.frames[0] <= i:
-            renderer.add(nxt)
-            nxt = next(planned, None)
-        if nxt is None and i > renderer.last_needed:
-            break
-        renderer.push(i, frame)
     if nxt is not None:
-        raise VideoError(f"{src.path}: video ended before frame {nxt.frames[0]} (catalog: {len(lm['has_face'])} frames)")
-    return renderer.close(), stats
+        for i, frame in iter_frames(src):
+            while nxt is not None and nxt.frames[0] <= i:
+                renderer.add(nxt)
+                nxt = next(planned, None)
+            if nxt is None and i > renderer.last_needed:
+                break
+            renderer.push(i, frame)
+        if nxt is not None:
+            raise VideoError(f"{src.path}: video ended before frame {nxt.frames[0]} "
+                             f"(catalog: {len(lm['has_face'])} frames)")
+    part = renderer.close()
+    stats.kept = renderer.kept
+    stats.dropped_sharpness += renderer.dropped_sharpness
+    stats.crop_shift, stats.crop_pad = renderer.crop_adjust["shift"], renderer.crop_adjust["pad"]
+    values = renderer.window_sharpness if not source else [
+        float(np.nanmin(lm["sharpness"][list(w)])) for w in _source_windows(lm, p)]
+    write_gate_record(root, "fixed", video["video_id"], {
+        "windows": stats.as_dict(), "space": p.sharpness_space, "percentile": p.sharpness_percentile,
+        "measure": "lowest frame sharpness of each window" + (" (crop at output size, window's box)"
+                                                               if not source else " (source-pixel landmark box)"),
+        "sharpness": sharpness_summary(values, threshold)})
+    return part, stats
+
+
+def _source_windows(lm: dict, p: FixedParams):
+    """Frame ranges of the windows whose frames all have a face (source-space gate values)."""
+    has = lm["has_face"]
+    for s in range(0, len(has), p.stride):
+        for n in p.windows:
+            if s + n <= len(has) and has[s:s + n].all():
+                yield range(s, s + n)

@@ -7,6 +7,16 @@ extra columns follow. Every write is validated, and the bytes depend only on the
 params (rows in the averaging stages' order: videos in catalog order, each video's samples in
 the order its windows completed; fixed writer options), so reruns give identical files. The manifest stage streams: memory holds a batch of rows and one
 video's samples, never the dataset.
+
+Two points of the contract worth stating (docs/protocol.md):
+- `crop_box` is the integer pixel box the sharp frames were cropped with, in source pixels
+  (x1, y1 exclusive). With `crop.edge: pad` (default, the authors) it can extend outside the
+  frame: the part outside is black in the crops. With `crop.square: shorter` (default, the
+  authors' PIL rounding) its width and height can differ by one pixel.
+- `left_eye_xy` is always the FMR key point in crop pixels. The order may be decided on other
+  keys (default: landmark 36 truncated to integer SOURCE pixels, as the authors); the extra
+  column `fmr_key` holds the keys actually sorted on, in FMR order, so the order can be
+  reproduced from the manifest: sorting `fmr_key` by (x, y, time) gives `frame_indices`.
 """
 from __future__ import annotations
 
@@ -21,7 +31,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipeline.dataset.crop import crop_resize
-from pipeline.dataset.fmr import FMRParams, control_factors, fmr_order, key_points
+from pipeline.dataset.fmr import FMRParams, control_factors, fmr_order, round_keys
 from pipeline.dataset.framestore import open_store
 
 DATASET_ROOT = "data/dataset"
@@ -50,6 +60,9 @@ EXTRA = pa.schema([
     ("crop_adjust", pa.string()),  # none | shift | pad: what the crop did at the frame edge
     ("sharp_store", pa.string()),  # frame store holding the sharp frames' source pixels
     ("motion", pa.float32()),  # mean landmark path length across the window, crop pixels
+    ("fmr_key", pa.list_(pa.list_(pa.float32(), 2))),  # the keys FMR sorted on (manifest.fmr), FMR order
+    ("crop_resize", pa.string()),  # pil | opencv: the resampler of the crops (load_sample uses it)
+    ("sharpness", pa.float32()),  # lowest crop sharpness of the window's frames (variance of Laplacian); null: not measured
 ])
 MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
 ROW_GROUP = 1 << 14
@@ -72,18 +85,27 @@ def fmr_batch(batch: pa.RecordBatch | pa.Table, p: FMRParams) -> pa.Table:
     """
     batch = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
     lm_off, lm_vals = _list_parts(batch.column("landmarks").combine_chunks())
-    keys_all = key_points(lm_vals.flatten().to_numpy().reshape(-1, 68, 2), p)
+    eye_crop = lm_vals.flatten().to_numpy().reshape(-1, 68, 2)[:, p.keypoint, :].astype(np.float64)
+    if p.space == "crop":
+        keys_all = round_keys(eye_crop, p.rounding)
+        eye_crop = keys_all  # left_eye_xy is the key itself, as before
+    else:
+        src_off, src_vals = _list_parts(batch.column("landmarks_source").combine_chunks())
+        if not np.array_equal(src_off, lm_off):
+            raise ManifestError("samples table: landmarks_source and landmarks disagree in length")
+        keys_all = round_keys(src_vals.flatten().to_numpy().reshape(-1, 68, 2)[:, p.keypoint, :], p.rounding)
     fi_off, fi_vals = _list_parts(batch.column("frame_indices").combine_chunks())
     fi_vals = fi_vals.to_numpy()
     if not np.array_equal(lm_off, fi_off):
         raise ManifestError("samples table: landmarks and frame_indices disagree in length")
-    frames, us, eyes = [], [], []
+    frames, us, eyes, keys_out = [], [], [], []
     for a, b in zip(fi_off[:-1], fi_off[1:]):
         keys = keys_all[a:b]
         order = fmr_order(keys)
         frames.append(fi_vals[a:b][order])
         us.append(control_factors(b - a, p.u_formula))
-        eyes.append(keys[order])
+        eyes.append(eye_crop[a:b][order])
+        keys_out.append(keys[order])
     cat = (lambda xs, dt: np.concatenate(xs).astype(dt)) if frames else (lambda xs, dt: np.zeros((0,), dt))
     off = pa.array(fi_off, pa.int32())
     columns = {name: batch.column(name) for name in MANIFEST_SCHEMA.names if name in batch.column_names
@@ -92,6 +114,8 @@ def fmr_batch(batch: pa.RecordBatch | pa.Table, p: FMRParams) -> pa.Table:
     columns["u"] = pa.ListArray.from_arrays(off, pa.array(cat(us, np.float32)))
     eye_flat = pa.array(np.concatenate(eyes).astype(np.float32).ravel() if eyes else np.zeros(0, np.float32))
     columns["left_eye_xy"] = pa.ListArray.from_arrays(off, pa.FixedSizeListArray.from_arrays(eye_flat, 2))
+    key_flat = pa.array(np.concatenate(keys_out).astype(np.float32).ravel() if keys_out else np.zeros(0, np.float32))
+    columns["fmr_key"] = pa.ListArray.from_arrays(off, pa.FixedSizeListArray.from_arrays(key_flat, 2))
     return pa.table({f.name: columns[f.name] for f in MANIFEST_SCHEMA}).cast(MANIFEST_SCHEMA)
 
 
@@ -161,8 +185,8 @@ def validate(table: pa.Table, root: str | Path | None = None, seen: _Seen | None
         if not r["gamma"] or r["gamma"] <= 0:
             problems.append(f"{sid}: gamma must be positive")
         x0, y0, x1, y1 = r["crop_box"]
-        if not (x1 > x0 and y1 > y0 and abs((x1 - x0) - (y1 - y0)) < 1e-3):
-            problems.append(f"{sid}: crop_box {r['crop_box']} is not a square")
+        if not (x1 > x0 and y1 > y0 and abs((x1 - x0) - (y1 - y0)) <= 1 and all(v == int(v) for v in r["crop_box"])):
+            problems.append(f"{sid}: crop_box {r['crop_box']} is not an integer box square to within one pixel")
         if root is not None and not (Path(root) / r["blurry_path"]).is_file():
             problems.append(f"{sid}: blurry image {r['blurry_path']} does not exist under {root}")
         if len(problems) > 20:
@@ -285,10 +309,11 @@ def load_sharp(row: dict, positions, size: int, root: str | Path = DATASET_ROOT)
     """Only the sharp frames at `positions` (FMR order) of a row: (len, size, size, 3) uint8 RGB."""
     store = open_store(Path(root) / row["sharp_store"])
     box = np.rint(np.asarray(row["crop_box"], dtype=np.float64)).astype(np.int64)
+    resize = row.get("crop_resize") or "opencv"  # manifests written before the column: OpenCV
     out = []
     for k in positions:
         region, origin, frame_size = store.region(row["frame_indices"][k])
-        out.append(cv2.cvtColor(crop_resize(region, box, size, origin, frame_size), cv2.COLOR_BGR2RGB))
+        out.append(cv2.cvtColor(crop_resize(region, box, size, origin, frame_size, resize), cv2.COLOR_BGR2RGB))
     return np.stack(out)
 
 

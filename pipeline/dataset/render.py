@@ -7,13 +7,13 @@ boxes) goes to the frame store once. Memory holds the open windows, never the vi
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.dataset.averaging import RunningMean
-from pipeline.dataset.crop import clip_box, crop_resize, square_box, to_crop_coords, widened_boxes
+from pipeline.dataset.crop import CropParams, clip_box, crop_resize, face_box, laplacian_variance, to_crop_coords
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.samples import SampleWriter
 from pipeline.dataset.video import VideoError, iter_frames
@@ -23,7 +23,7 @@ from pipeline.dataset.video import VideoError, iter_frames
 class Window:
     sample_id: str
     frames: tuple[int, ...]  # source frame indices, temporal order
-    box: np.ndarray  # square integer crop box, source pixels
+    box: np.ndarray  # integer crop box, source pixels (square, or 1 px off with crop.square: shorter)
     adjust: str  # none | shift | pad
     stop_reason: str | None = None
     direction: str = "forward"
@@ -33,33 +33,51 @@ class Window:
         return max(self.frames)
 
 
-def window_box(lm: dict, frames, frame_w: int, frame_h: int, crop) -> tuple[np.ndarray, str]:
+def window_box(lm: dict, frames, frame_w: int, frame_h: int, crop: CropParams) -> tuple[np.ndarray, str]:
     """The crop policy: per-frame widened landmark boxes, averaged, squared, edge-handled."""
-    boxes = widened_boxes(lm["points"][list(frames)], crop.widen)
-    return square_box(boxes.mean(0), frame_w, frame_h, crop.edge)
+    return face_box(lm["points"][list(frames)], frame_w, frame_h, crop)
 
 
 class Renderer:
     """Turns windows into one video's samples, frame by frame.
 
     Frames are pushed in increasing order; a window must be added before its first frame is
-    pushed. A pushed frame is stored once (the union of its windows' boxes) and added to each
-    of its windows' running means; a window is written when its last frame arrives. So a planner
-    that decides windows in frame order (VLA's forward pass) can render them from the frames it
-    has just decoded, instead of decoding the video a second time.
+    pushed. A pushed frame is cropped with each of its windows' boxes and added to their running
+    means; a window is written when its last frame arrives. So a planner that decides windows in
+    frame order (VLA's forward pass) can render them from the frames it has just decoded, instead
+    of decoding the video a second time.
+
+    With `gate` (a variance-of-Laplacian threshold), each crop is also the sharpness gate's
+    measurement (the authors' gate: every frame's crop with the window's box, at the output size):
+    a window with a crop below `gate` is dropped as soon as that crop is seen. A frame's source
+    region (the union of the boxes of the windows that were written with it) goes to the frame
+    store once every window that uses it is decided, so dropped windows store nothing.
+    `window_sharpness` lists, per decided window, the lowest crop sharpness of its frames (what
+    the gate compares; NaN when the window was not measured to its end).
     """
 
-    def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, size: int,
-                 png: PngEncoder = PngEncoder()):
-        self.src, self.lm, self.gamma, self.size = src, lm, gamma, size
+    def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, crop: CropParams,
+                 png: PngEncoder = PngEncoder(), rounding: str = "truncate", gate: float | None = None,
+                 measure: bool = False):
+        self.src, self.lm, self.gamma, self.crop, self.rounding = src, lm, gamma, crop, rounding
+        self.size = crop.size
+        self.gate, self.measure = gate, measure or gate is not None
         self.w, self.h = int(video["width"]), int(video["height"])
-        self.writer = SampleWriter(root, method, video, gamma, png)
+        self.writer = SampleWriter(root, method, video, gamma, png, crop.resize)
         self._windows: dict[int, Window] = {}
         self._uses: dict[int, list[int]] = defaultdict(list)
         self._regions: dict[int, np.ndarray] = {}
         self._means: dict[int, RunningMean] = {}
+        self._sharp: dict[int, float] = {}
+        self._written: set[int] = set()
+        self._boxes: dict[int, np.ndarray] = {}  # box of each window until its frames are stored
+        self._held: OrderedDict[int, tuple] = OrderedDict()  # frame -> (region, origin, its windows)
         self._added = 0
         self.last_pushed = -1
+        self.kept = 0
+        self.dropped_sharpness = 0
+        self.crop_adjust: dict[str, int] = {"none": 0, "shift": 0, "pad": 0}
+        self.window_sharpness: list[float] = []
 
     def add(self, w: Window) -> None:
         if min(w.frames) <= self.last_pushed:
@@ -67,6 +85,7 @@ class Renderer:
         k = self._added
         self._added += 1
         self._windows[k] = w
+        self._boxes[k] = w.box
         b = clip_box(w.box, self.w, self.h)
         for f in w.frames:
             self._uses[f].append(k)
@@ -82,44 +101,93 @@ class Renderer:
     def last_needed(self) -> int:
         return max(self._uses, default=-1)
 
+    def _drop(self, k: int) -> None:
+        w = self._windows.pop(k)
+        self._means.pop(k, None)
+        self.window_sharpness.append(self._sharp.pop(k, float("nan")))
+        self.dropped_sharpness += 1
+        for f in w.frames:
+            ks = self._uses.get(f)
+            if ks is not None and k in ks:
+                ks.remove(k)
+                if not ks:
+                    del self._uses[f], self._regions[f]
+
     def push(self, i: int, frame: np.ndarray) -> None:
         self.last_pushed = i
         ks = self._uses.pop(i, None)
-        if not ks:
-            return
-        if frame.shape[1] != self.w or frame.shape[0] != self.h:
-            raise VideoError(f"{self.src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
-                             f"expected {self.w}x{self.h}")
-        r = self._regions.pop(i)
-        self.writer.store_frame(i, frame[r[1]:r[3], r[0]:r[2]], (int(r[0]), int(r[1])), (self.w, self.h))
-        crops: dict[bytes, np.ndarray] = {}  # windows of several N often round to the same box
-        for k in ks:
-            w = self._windows[k]
-            key = w.box.tobytes()
-            crop = crops.get(key)
-            if crop is None:
-                crop = crops[key] = crop_resize(frame, w.box, self.size)
-            acc = self._means.setdefault(k, RunningMean(self.gamma))
-            acc.add(crop)
-            if i == w.end:
-                frames = sorted(w.frames)
-                self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
-                                to_crop_coords(self.lm["points"][frames], w.box, self.size), w.stop_reason,
-                                w.direction)
-                del self._means[k], self._windows[k]
+        if ks:
+            if frame.shape[1] != self.w or frame.shape[0] != self.h:
+                raise VideoError(f"{self.src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
+                                 f"expected {self.w}x{self.h}")
+            r = self._regions.pop(i)
+            self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
+            crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
+            for k in ks:
+                w = self._windows[k]
+                key = w.box.tobytes()
+                hit = crops.get(key)
+                if hit is None:
+                    c = crop_resize(frame, w.box, self.size, resize=self.crop.resize)
+                    hit = crops[key] = (c, laplacian_variance(c) if self.measure else float("nan"))
+                crop, sharp = hit
+                if self.measure:
+                    self._sharp[k] = min(self._sharp.get(k, np.inf), sharp)
+                if self.gate is not None and not sharp >= self.gate:
+                    self._drop(k)
+                    continue
+                acc = self._means.setdefault(k, RunningMean(self.gamma, self.rounding))
+                acc.add(crop)
+                if i == w.end:
+                    frames = sorted(w.frames)
+                    pts = self.lm["points"][frames]
+                    sharp_min = self._sharp.pop(k, float("nan"))
+                    self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
+                                    to_crop_coords(pts, w.box, self.size), w.stop_reason, w.direction,
+                                    landmarks_source=pts, sharpness=sharp_min)
+                    self.window_sharpness.append(sharp_min)
+                    self.kept += 1
+                    self.crop_adjust[w.adjust] = self.crop_adjust.get(w.adjust, 0) + 1
+                    self._written.add(k)
+                    del self._means[k], self._windows[k]
+        self._store_decided()
+
+    def _store_decided(self) -> None:
+        """Store (or forget) held frames, in order, once all their windows are written or dropped."""
+        while self._held:
+            f, (region, origin, ks) = next(iter(self._held.items()))
+            if any(k in self._windows for k in ks):
+                return
+            del self._held[f]
+            written = [k for k in ks if k in self._written]
+            if written:
+                boxes = [clip_box(self._boxes[k], self.w, self.h) for k in written]
+                x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+                x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+                ox, oy = origin
+                self.writer.store_frame(f, region[y0 - oy:y1 - oy, x0 - ox:x1 - ox], (int(x0), int(y0)),
+                                        (self.w, self.h))
+            self._forget(ks)
+
+    def _forget(self, ks) -> None:
+        for k in ks:  # a written window's box is needed until its last held frame is stored
+            if k in self._boxes and not any(k in h[2] for h in self._held.values()):
+                del self._boxes[k]
+                self._written.discard(k)
 
     def close(self):
         """Finish the video's files; return its rows file (None: no samples)."""
         if self._uses:
             raise VideoError(f"{self.src.path}: video ended before frame {self.last_needed}; "
                              f"{len(self._windows)} windows incomplete")
+        self._store_decided()
         return self.writer.close()
 
 
 def render(src, video: dict, lm: dict, root, method: str, windows: list[Window], gamma: float,
-           size: int, png: PngEncoder = PngEncoder()):
+           crop: CropParams, png: PngEncoder = PngEncoder(), rounding: str = "truncate"):
     """Write `windows` as samples of `method` under `root` in one forward decode; return the rows file."""
-    r = Renderer(src, video, lm, root, method, gamma, size, png)
+    r = Renderer(src, video, lm, root, method, gamma, crop, png, rounding)
     for w in windows:
         r.add(w)
     last = r.last_needed

@@ -30,10 +30,13 @@ SAMPLES_SCHEMA = pa.schema([
     ("gamma", pa.float32()),
     ("crop_box", pa.list_(pa.float32(), 4)),
     ("crop_adjust", pa.string()),  # none | shift | pad
+    ("crop_resize", pa.string()),  # pil | opencv: how the crops were resized (crop.resize)
     ("blurry_path", pa.string()),  # relative to the dataset root
     ("sharp_store", pa.string()),  # relative to the dataset root
     ("frame_indices", pa.list_(pa.int32())),  # temporal order
     ("landmarks", pa.list_(pa.list_(pa.float32(), 136))),  # per frame, crop pixels, temporal order
+    ("landmarks_source", pa.list_(pa.list_(pa.float32(), 136))),  # per frame, source pixels, temporal order
+    ("sharpness", pa.float32()),  # lowest variance of Laplacian of the window's crops (output size); null: not measured
     ("motion", pa.float32()),  # mean landmark path length over the window, crop pixels
 ])
 
@@ -55,8 +58,10 @@ def landmark_motion(landmarks_crop: np.ndarray) -> float:
 
 
 class SampleWriter:
-    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder()):
+    def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder(),
+                 resize: str = "pil"):
         self.root = Path(root)
+        self.resize = resize
         self.method, self.video, self.gamma = method, video, float(gamma)
         vid = video["video_id"]
         self.store_rel = f"{method}/frames/{vid}.bin"
@@ -75,8 +80,11 @@ class SampleWriter:
         self.store.add(frame, region, origin, frame_size)
 
     def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
-            landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward") -> None:
+            landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward",
+            landmarks_source: np.ndarray | None = None, sharpness: float = float("nan")) -> None:
         rel = f"{self.blurry_rel}/{sample_id}.png"
+        if not self.count and not self.rows:  # the first sample (its frames are stored once decided)
+            (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
         self._png.write(self.root / rel, blurry)
         self.rows.append({
             "sample_id": sample_id,
@@ -91,10 +99,14 @@ class SampleWriter:
             "gamma": self.gamma,
             "crop_box": [float(v) for v in box],
             "crop_adjust": adjust,
+            "crop_resize": self.resize,
             "blurry_path": rel,
             "sharp_store": self.store_rel,
             "frame_indices": [int(f) for f in frames],
             "landmarks": landmarks_crop.reshape(len(frames), -1).tolist(),
+            "landmarks_source": None if landmarks_source is None
+            else np.asarray(landmarks_source, np.float32).reshape(len(frames), -1).tolist(),
+            "sharpness": None if not np.isfinite(sharpness) else float(sharpness),
             "motion": landmark_motion(landmarks_crop),
         })
         self.count += 1

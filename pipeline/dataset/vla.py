@@ -29,6 +29,13 @@ max_len  The window reached `max_len` frames.
 end      The next frame does not exist or is unusable: end of the video, no face, below the
          sharpness gate (`min_sharpness`), or a gap in an image sequence.
 
+The sharpness gate measures each frame on its own box (a window's box is not known until the
+window stops): `sharpness_space: crop` (default) crops the frame with its own box (crop policy of
+one frame), resizes it to crop.size and takes the variance of the Laplacian of the grey crop, the
+authors' measurement at the output scale, so the threshold means the same at every resolution
+(faces smaller than the crop are upscaled and score lower). `sharpness_space: source` uses the
+landmarks stage's source-pixel value (before issue 12).
+
 Windows shorter than `min_len` are dropped and counted. The next window starts after the end of
 the last one (`start: after_end`) or every `stride` frames (`start: stride`). With `reverse`,
 the clip is also parsed backwards (as the paper does for more pairs), skipping windows whose
@@ -41,10 +48,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.dataset.crop import crop_resize, square_box, widened_boxes
-from pipeline.dataset.crop import CropParams
+from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.manifest import STOP_REASONS
-from pipeline.dataset.fixed import usable
+from pipeline.dataset.fixed import SHARPNESS_SPACES, sharpness_summary, usable, write_gate_record
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, render, window_box
@@ -76,17 +82,23 @@ class VLAParams:
     flow_min_step: float = 1.0
     flow_max_residual: float = 10.0
     gamma: float = 1.0
+    sharpness_space: str = "crop"  # crop | source
+    rounding: str = "truncate"  # blur.rounding
 
     @classmethod
     def from_params(cls, blur: dict) -> "VLAParams":
         v = dict(blur.get("vla", {}))
         flat = {k: v[k] for k in ("min_len", "max_len", "start", "stride", "reverse", "min_sharpness",
-                                  "analysis_size") if k in v}
+                                  "analysis_size", "sharpness_space") if k in v}
         for cond in ("overlap", "quality", "flow"):
             sub = v.get(cond, {}) or {}
             flat[cond] = bool(sub.get("enabled", True))
             flat.update({f"{cond}_{k}": sub[k] for k in sub if k != "enabled"})
-        p = cls(**flat, gamma=float(blur.get("gamma", 1.0)))
+        p = cls(**flat, gamma=float(blur.get("gamma", 1.0)), rounding=str(blur.get("rounding", cls.rounding)))
+        if p.sharpness_space not in SHARPNESS_SPACES:
+            raise ValueError(f"blur.vla.sharpness_space must be one of {SHARPNESS_SPACES}, got {p.sharpness_space!r}")
+        if p.rounding not in ("truncate", "round"):
+            raise ValueError(f"blur.rounding must be truncate or round, got {p.rounding!r}")
         if p.start not in ("after_end", "stride"):
             raise ValueError(f"blur.vla.start must be after_end or stride, got {p.start!r}")
         if p.stride < 1:
@@ -129,7 +141,8 @@ class _Analyzer:
     def __init__(self, reader: FrameReader, lm: dict, frame_w: int, frame_h: int, p: VLAParams, crop: CropParams):
         self.reader, self.lm, self.p, self.crop = reader, lm, p, crop
         self.w, self.h = frame_w, frame_h
-        self.boxes = widened_boxes(lm["points"], crop.widen)  # NaN where no face: never a window frame
+        self._own: dict[int, np.ndarray] = {}
+        self.sharpness: dict[int, float] = {}  # crop-space gate values of the frames measured
         self._grey: dict[int, np.ndarray] = {}
         self._flow: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         size = self.p.analysis_size
@@ -145,7 +158,20 @@ class _Analyzer:
         return g
 
     def own_box(self, i: int) -> np.ndarray:
-        return square_box(self.boxes[i], self.w, self.h, self.crop.edge)[0]
+        b = self._own.get(i)
+        if b is None:
+            if len(self._own) > 8 * self.p.max_len:
+                self._own.clear()
+            b = self._own[i] = face_box(self.lm["points"][i:i + 1], self.w, self.h, self.crop)[0]
+        return b
+
+    def crop_sharpness(self, i: int) -> float:
+        """Frame i's own box, cropped and resized to crop.size: variance of the Laplacian."""
+        v = self.sharpness.get(i)
+        if v is None:
+            c = crop_resize(self.reader.get(i), self.own_box(i), self.crop.size, resize=self.crop.resize)
+            v = self.sharpness[i] = laplacian_variance(c)
+        return v
 
     def analysis_crop(self, i: int, box: np.ndarray) -> np.ndarray:
         return crop_resize(self.grey(i), box, self.p.analysis_size)
@@ -171,6 +197,24 @@ class _Analyzer:
             if len(self._flow) > 8 * self.p.max_len:
                 self._flow.pop(next(iter(self._flow)))
         return self._flow[key]
+
+
+class _Usable:
+    """Per frame: a face and the sharpness gate (crop space: measured when first asked)."""
+
+    def __init__(self, an: _Analyzer, lm: dict, p: VLAParams):
+        source = p.sharpness_space == "source"
+        self.has, sharp, _ = usable(lm, p.min_sharpness if source else None)
+        self.known = sharp if source else None
+        self.an, self.gate = an, p.min_sharpness
+
+    def __len__(self) -> int:
+        return len(self.has)
+
+    def __getitem__(self, t: int) -> bool:
+        if self.known is not None:
+            return bool(self.known[t])
+        return bool(self.has[t]) and self.an.crop_sharpness(t) >= self.gate
 
 
 def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: int, p: VLAParams):
@@ -224,9 +268,10 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     """
     stream = renderer is not None and not p.reverse
     w_, h_ = int(video["width"]), int(video["height"])
-    _, ok, follows = usable(lm, p.min_sharpness)
+    _, _, follows = usable(lm, None)
     reader = FrameReader(src, capacity=2 * p.max_len + 2)
     an = _Analyzer(reader, lm, w_, h_, p, crop)
+    ok = _Usable(an, lm, p)
     stats = {"windows": 0, "dropped_short": 0, **{f"stop_{r}": 0 for r in STOP_REASONS}, "skipped_duplicate": 0}
     windows, seen = [], set()
     n = len(ok)
@@ -266,14 +311,27 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     finally:
         reader.close()
     windows.sort(key=lambda w: (w.end, w.sample_id))
+    if p.sharpness_space == "source":
+        values = [float(v) for v in np.asarray(lm["sharpness"])[lm["has_face"]]]
+    else:
+        values = [an.sharpness[i] for i in sorted(an.sharpness)]
+    stats["_sharpness"] = values
     return windows, stats
 
 
 def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams, png: PngEncoder = PngEncoder()):
-    """Write one video's VLA samples under `root`/vla; return (table, stats)."""
+    """Write one video's VLA samples under `root`/vla; return (rows file | None, stats)."""
     if p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
         windows, stats = plan_windows(src, video, lm, p, crop)
-        return render(src, video, lm, root, "vla", windows, p.gamma, crop.size, png), stats
-    renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop.size, png)
-    _, stats = plan_windows(src, video, lm, p, crop, renderer)
-    return renderer.close(), stats
+        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding)
+    else:
+        renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop, png, p.rounding)
+        _, stats = plan_windows(src, video, lm, p, crop, renderer)
+        part = renderer.close()
+    values = stats.pop("_sharpness")
+    write_gate_record(root, "vla", video["video_id"], {
+        "windows": dict(stats), "space": p.sharpness_space, "percentile": None,
+        "measure": "sharpness of each frame examined" + (" (its own box, crop at output size)"
+                                                        if p.sharpness_space == "crop" else " (source-pixel landmark box)"),
+        "sharpness": sharpness_summary(values, p.min_sharpness)})
+    return part, stats

@@ -55,10 +55,15 @@ def test_running_mean_is_exact_round_half_up_for_any_length(n):
     imgs = rng.integers(0, 256, (n, 7, 9, 3), dtype=np.uint8)
     imgs[:, 0, 0] = 255  # the largest possible sums
     imgs[:, 0, 1] = 0
-    got = average(imgs, 1.0)
+    got = average(imgs, 1.0, rounding="round")
     total = imgs.astype(np.int64).sum(0)
     expected = (2 * total + n) // (2 * n)  # floor(total / n + 1/2)
     assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    assert got[0, 0, 0] == 255 and got[0, 1, 0] == 0
+    # the default (blur.rounding: truncate, the authors): float32 sum / N cast to uint8
+    got = average(imgs, 1.0)
+    authors = (imgs.astype(np.float32).sum(0) / n).clip(0, 255).astype(np.uint8)
+    assert np.array_equal(got, total // n) and np.array_equal(got, authors)
     assert got[0, 0, 0] == 255 and got[0, 1, 0] == 0
 
 

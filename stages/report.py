@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.dataset.manifest import read_manifests
-from pipeline.dataset.report import summary, write_plots, write_sheets
+from pipeline.dataset.report import summary, write_gate_report, write_plots, write_sheets
 from pipeline.stage import setup_logging, write_json
 
 
@@ -26,10 +26,16 @@ def main(args):
     table = read_manifests(args.root)
     ingest = json.loads(Path(args.ingest_metrics).read_text())
     landmarks = json.loads(Path(args.landmarks_metrics).read_text())
-    write_json(args.metrics, summary(table, ingest, landmarks))
     for d in (args.plots, args.sheets):
         shutil.rmtree(d, ignore_errors=True)
     write_plots(table, Path(args.plots))
+    # per video: the sharpness gate's values against its threshold, windows kept / dropped, and the
+    # videos that gave no samples with the reason (CSV plots, sheets/sharpness_gate.png, metrics)
+    gate = write_gate_report(args.root, Path(args.plots), Path(args.sheets))
+    write_json(args.metrics, {**summary(table, ingest, landmarks), "per_video": gate})
+    for method, g in gate.items():
+        for vid, why in g["videos_without_samples"].items():
+            print(f"report: {method}: {vid} gave no samples: {why}")
     sheets = write_sheets(table, args.root, Path(args.sheets), args.examples)
     print(f"report: {table.num_rows} samples; plots in {args.plots}; sheets: {', '.join(map(str, sheets))}")
 

@@ -84,3 +84,123 @@ def write_sheets(table: pa.Table, root, out_dir: Path, k: int = 4) -> list[Path]
                                        title=f"{m}: blurry, sharp frames in FMR order (u, time), then temporal "
                                              "order; low to high motion"))
     return written
+
+
+# ------------------------------------------------------------------ per video: the sharpness gate
+
+
+def read_video_records(root, method: str) -> list[dict]:
+    """`<root>/<method>/videos.json` (written by the averaging stage), or [] when absent."""
+    import json
+
+    path = Path(root) / method / "videos.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def no_sample_reason(record: dict, method: str) -> str | None:
+    """Why a video gave no samples of `method` (None when it gave some), in words, e.g.
+    'all 14 windows below the sharpness gate (median 4, threshold 100)'."""
+    if record.get("skipped"):
+        return f"skipped: {record['skipped']}"
+    w, s = record.get("windows", {}), record.get("sharpness", {})
+    gate = f"(median {_fmt(s.get('p50'))}, threshold {_fmt(s.get('threshold'))}, {record.get('space', '?')} space)"
+    if method == "fixed":
+        if w.get("kept", 0):
+            return None
+        considered = w.get("considered", 0)
+        if not considered:
+            return "shorter than the shortest window"
+        if w.get("dropped_sharpness", 0) == considered:
+            return f"all {considered} windows below the sharpness gate {gate}"
+        parts = [f"{w[k]} {label}" for k, label in (("dropped_sharpness", "below the sharpness gate"),
+                                                    ("dropped_no_face", "with a faceless frame"),
+                                                    ("dropped_gap", "across a gap")) if w.get(k)]
+        return f"all {considered} windows dropped: {', '.join(parts)} {gate if w.get('dropped_sharpness') else ''}".strip()
+    if w.get("windows", 0):
+        return None
+    if s.get("n") and s.get("below") == s.get("n"):
+        return f"all {s['n']} frames examined below the sharpness gate {gate}"
+    return f"no window of min_len frames ({w.get('dropped_short', 0)} too short) {gate}"
+
+
+def gate_rows(records: list[dict], method: str) -> list[tuple]:
+    """One CSV row per video: its gate-value distribution against the threshold, and its windows."""
+    rows = []
+    for r in records:
+        s, w = r.get("sharpness", {}), r.get("windows", {})
+        kept = w.get("kept", 0) if method == "fixed" else w.get("windows", 0)
+        dropped = w.get("dropped_sharpness") if method == "fixed" else s.get("below")
+        rows.append((r["video_id"], s.get("n", 0), s.get("p10"), s.get("p25"), s.get("p50"), s.get("p75"), s.get("p90"),
+                     s.get("threshold"), kept, dropped, w.get("dropped_no_face"), w.get("dropped_gap"),
+                     no_sample_reason(r, method) or ""))
+    return rows
+
+
+GATE_HEADER = ["video_id", "values", "p10", "p25", "median", "p75", "p90", "threshold", "kept",
+               "below_gate", "dropped_no_face", "dropped_gap", "no_samples_because"]
+
+
+def gate_summary(records_by_method: dict[str, list[dict]]) -> dict:
+    """For the metrics: per method, samples per video and the videos without samples (and why)."""
+    out = {}
+    for method, records in records_by_method.items():
+        if not records:
+            continue
+        kept = {r["video_id"]: (r.get("windows", {}).get("kept" if method == "fixed" else "windows", 0)
+                                if not r.get("skipped") else 0) for r in records}
+        reasons = {r["video_id"]: no_sample_reason(r, method) for r in records}
+        out[method] = {"samples_per_video": kept,
+                       "videos_without_samples": {v: why for v, why in reasons.items() if why}}
+    return out
+
+
+def draw_gate_plot(records_by_method: dict[str, list[dict]], path: Path, width: int = 900) -> Path | None:
+    """PNG: per video and method, a box of its gate values (p25-p75, whiskers p10-p90, median
+    tick) on a log axis, the threshold as a red mark, and kept / examined counts."""
+    import cv2
+
+    lines = [(m, r) for m, recs in records_by_method.items() for r in recs]
+    if not lines:
+        return None
+    row_h, left, right, top = 22, 260, 150, 40
+    img = np.full((top + row_h * len(lines) + 30, width, 3), 255, np.uint8)
+    lo, hi = 1.0, 10000.0
+    x_of = lambda v: int(left + (np.log10(min(max(v, lo), hi)) - np.log10(lo)) / (np.log10(hi) - np.log10(lo))
+                         * (width - left - right))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, "sharpness gate per video (variance of Laplacian, log axis); red: threshold", (8, 18), font, 0.5,
+                (0, 0, 0), 1, cv2.LINE_AA)
+    for v in (1, 10, 100, 1000, 10000):
+        cv2.line(img, (x_of(v), top - 8), (x_of(v), img.shape[0] - 24), (220, 220, 220), 1)
+        cv2.putText(img, str(v), (x_of(v) - 10, img.shape[0] - 8), font, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
+    for i, (method, r) in enumerate(lines):
+        y = top + i * row_h + row_h // 2
+        s, w = r.get("sharpness", {}), r.get("windows", {})
+        kept = w.get("kept", 0) if method == "fixed" else w.get("windows", 0)
+        cv2.putText(img, f"{method} {r['video_id']}"[:34], (8, y + 4), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+        if s.get("n"):
+            colour = (60, 140, 60) if kept else (40, 40, 200)
+            cv2.line(img, (x_of(s["p10"]), y), (x_of(s["p90"]), y), colour, 1)
+            cv2.rectangle(img, (x_of(s["p25"]), y - 6), (x_of(s["p75"]), y + 6), colour, -1)
+            cv2.line(img, (x_of(s["p50"]), y - 8), (x_of(s["p50"]), y + 8), (0, 0, 0), 2)
+        if s.get("threshold") is not None:
+            cv2.line(img, (x_of(s["threshold"]), y - 9), (x_of(s["threshold"]), y + 9), (0, 0, 255), 2)
+        label = "skipped" if r.get("skipped") else f"kept {kept} / {w.get('considered', s.get('n', 0))}"
+        cv2.putText(img, label, (width - right + 8, y + 4), font, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img)  # colours above are BGR, as OpenCV writes them
+    return path
+
+
+def write_gate_report(root, plots_dir: Path, sheets_dir: Path) -> dict:
+    """Per-video gate CSVs (DVC plots), the gate PNG (with the sheets) and the metrics part."""
+    records = {m: read_video_records(root, m) for m in METHODS}
+    for m, recs in records.items():
+        if recs:
+            write_csv(plots_dir / f"sharpness_{m}.csv", GATE_HEADER, gate_rows(recs, m))
+    draw_gate_plot(records, sheets_dir / "sharpness_gate.png")
+    return gate_summary(records)

@@ -2,9 +2,10 @@
 
 Reads params section `train_cfmd`. Writes the generator and discriminator weights, run
 metadata (params, device, dtype, perceptual loss used and why, deform-conv backend, steps,
-final losses), small metrics, the loss log (a `dvc plots` CSV) and a PNG sheet of test
-restorations at several u next to their ground truth. An interrupted run (Ctrl-C, SIGTERM,
---stop-after) leaves a checkpoint in --checkpoints; rerunning resumes from it.
+final losses), small metrics, and a DVCLive log in --live (per-step losses, the weights
+registered as a model artifact, and a PNG sheet of test restorations at several u next to their
+ground truth). An interrupted run (Ctrl-C, SIGTERM, --stop-after) leaves a checkpoint in
+--checkpoints; rerunning resumes from it and continues the same log.
 
 Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_cfmd
 (`steps` count global steps; each process takes batch_size samples per step.)
@@ -19,8 +20,9 @@ from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_wei
 from pipeline.models.cfmd.task import CFMDConfig, CFMDTask, cfmd_sheet, config_record
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
+from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit
-from pipeline.sheets import sheet_rows, write_sheet
+from pipeline.sheets import sheet_rows
 
 SECTION = "train_cfmd"
 log = logging.getLogger("train_cfmd")
@@ -47,26 +49,29 @@ def main(args):
     task = CFMDTask(cfg, runtime, env, perceptual.loss)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
-    result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                 log_path=args.plot, params=params, desc=SECTION,
-                 fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
-                                                    perceptual=perceptual.used, world_size=env.world_size),
-                 extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
-    if not result.completed:
-        ddp.shutdown(env)
-        raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, rerun to resume")
+    with TrainLog(args.live) as live:
+        result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
+                     live=live, params=params, desc=SECTION,
+                     fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        perceptual=perceptual.used, world_size=env.world_size),
+                     extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
+        if not result.completed:
+            ddp.shutdown(env)
+            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
+                             "rerun to resume")
 
-    if env.is_main:
-        record = config_record(cfg)
-        save_weights(args.out, "cfmd_gan", record, task.modules)
-        sheet = cfg.sheet or {}
-        shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
-        u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
-        write_sheet(args.sheet, cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values))
-        metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
-                                training_samples=len(rows), **record)
-        write_outputs(args.metadata, args.metrics, metadata, result)
-        log.info("wrote %s, %s, %s; final losses %s", args.out, args.plot, args.sheet, result.losses)
+        if env.is_main:
+            record = config_record(cfg)
+            save_weights(args.out, "cfmd_gan", record, task.modules)
+            live.artifact(args.out, type="model", name="cfmd", desc="CFMD-GAN generator and discriminator")
+            sheet = cfg.sheet or {}
+            shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
+            u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
+            live.sheet(cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values))
+            metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
+                                    training_samples=len(rows), **record)
+            write_outputs(args.metadata, args.metrics, metadata, result)
+            log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 
 

@@ -4,8 +4,9 @@ conditional GAN on top of the frozen hourglass from `train_chrysos_hg`.
 Reads params section `train_chrysos_gan` (the hourglass comes from its weights file, so a
 cGAN param never retrains the hourglass). Writes a self-contained weights file (generator,
 discriminator and the hourglass it was trained with; only the hourglass and G_bl are needed
-at test time), run metadata with the loss weights, small metrics, the loss log (a `dvc plots`
-CSV) and a PNG sheet (blurry | hourglass | G_bl | sharp). Interrupted runs resume.
+at test time), run metadata with the loss weights, small metrics, and a DVCLive log in --live
+(per-step losses, the weights registered as a model artifact, a PNG sheet: blurry | hourglass |
+G_bl | sharp). Interrupted runs resume and continue the same log.
 
 Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_gan
 """
@@ -18,8 +19,9 @@ from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_wei
 from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, load_hourglass, loss_weights_record
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
+from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit
-from pipeline.sheets import sheet_rows, write_sheet
+from pipeline.sheets import sheet_rows
 
 SECTION = "train_chrysos_gan"
 log = logging.getLogger(SECTION)
@@ -46,23 +48,28 @@ def main(args):
     task = ChrysosGANTask(cfg, runtime, env, hourglass)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
-    result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                 log_path=args.plot, params=params, desc=SECTION, stop_after=args.stop_after,
-                 fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows], world_size=env.world_size,
-                                                    hourglass=checkpoint.file_digest(args.hourglass)))
-    if not result.completed:
-        ddp.shutdown(env)
-        raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, rerun to resume")
+    with TrainLog(args.live) as live:
+        result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
+                     live=live, params=params, desc=SECTION, stop_after=args.stop_after,
+                     fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        world_size=env.world_size,
+                                                        hourglass=checkpoint.file_digest(args.hourglass)))
+        if not result.completed:
+            ddp.shutdown(env)
+            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
+                             "rerun to resume")
 
-    if env.is_main:
-        record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,
-                  "loss_weights": loss_weights_record(cfg)}
-        save_weights(args.out, "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
-        rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-        write_sheet(args.sheet, chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device))
-        write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
-                                                                training_samples=len(rows), **record), result)
-        log.info("wrote %s, %s, %s; final losses %s", args.out, args.plot, args.sheet, result.losses)
+        if env.is_main:
+            record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,
+                      "loss_weights": loss_weights_record(cfg)}
+            save_weights(args.out, "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
+            live.artifact(args.out, type="model", name="chrysos-gan",
+                          desc="Chrysos et al. step 2: two-pathway cGAN with its frozen hourglass")
+            rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
+            live.sheet(chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device))
+            write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
+                                                                    training_samples=len(rows), **record), result)
+            log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 
 

@@ -2,8 +2,9 @@
 hourglass trained with L1 to restore the temporal middle frame of each blurry sample.
 
 Reads params section `train_chrysos_hg`. Writes the hourglass weights (the input of
-`train_chrysos_gan`), run metadata, small metrics, the loss log (a `dvc plots` CSV) and a PNG
-sheet (blurry | hourglass output | sharp). Interrupted runs resume from --checkpoints.
+`train_chrysos_gan`), run metadata, small metrics, and a DVCLive log in --live (per-step losses,
+the weights registered as a model artifact, a PNG sheet: blurry | hourglass output | sharp).
+Interrupted runs resume from --checkpoints and continue the same log.
 
 Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_hg
 """
@@ -16,8 +17,9 @@ from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_wei
 from pipeline.models.chrysos.task import HourglassConfig, HourglassTask, chrysos_sheet
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
+from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit
-from pipeline.sheets import sheet_rows, write_sheet
+from pipeline.sheets import sheet_rows
 
 SECTION = "train_chrysos_hg"
 log = logging.getLogger(SECTION)
@@ -42,20 +44,25 @@ def main(args):
     task = HourglassTask(cfg, runtime, env)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
-    result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                 log_path=args.plot, params=params, desc=SECTION, stop_after=args.stop_after,
-                 fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows], world_size=env.world_size))
-    if not result.completed:
-        ddp.shutdown(env)
-        raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, rerun to resume")
+    with TrainLog(args.live) as live:
+        result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
+                     live=live, params=params, desc=SECTION, stop_after=args.stop_after,
+                     fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        world_size=env.world_size))
+        if not result.completed:
+            ddp.shutdown(env)
+            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
+                             "rerun to resume")
 
-    if env.is_main:
-        save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass}, task.modules)
-        rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-        write_sheet(args.sheet, chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device))
-        write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
-                                                                training_samples=len(rows)), result)
-        log.info("wrote %s, %s, %s; final losses %s", args.out, args.plot, args.sheet, result.losses)
+        if env.is_main:
+            save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass}, task.modules)
+            live.artifact(args.out, type="model", name="chrysos-hourglass",
+                          desc="Chrysos et al. step 1: stacked hourglass (L1)")
+            rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
+            live.sheet(chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device))
+            write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
+                                                                    training_samples=len(rows)), result)
+            log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 
 

@@ -49,15 +49,15 @@ def write_outputs(metadata_path, metrics_path, metadata: dict, result: FitResult
 
 
 def add_stage_arguments(parser, section: str, model: str):
-    """The command line every training stage shares; defaults follow `models/<model>.*` and
-    `metrics/<section>*`, as dvc.yaml declares them."""
+    """The command line every training stage shares; defaults follow `models/<model>.*`,
+    `metrics/<section>.json` and `dvclive/<section>/`, as dvc.yaml declares them."""
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--root", default="data/dataset", help="dataset root holding manifests/")
     parser.add_argument("--out", default=f"models/{model}.pt", help="final weights")
     parser.add_argument("--metadata", default=f"models/{model}.json", help="run metadata JSON")
     parser.add_argument("--metrics", default=f"metrics/{section}.json")
-    parser.add_argument("--plot", default=f"metrics/{section}_loss.csv", help="loss log (CSV)")
-    parser.add_argument("--sheet", default=f"metrics/{section}_samples.png")
+    parser.add_argument("--live", default=f"dvclive/{section}",
+                        help="DVCLive directory: per-step metrics, loss curves, sample sheet (pipeline/train/log.py)")
     parser.add_argument("--checkpoints", default=f"models/checkpoints/{section}")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="save a checkpoint and exit after this many steps (rerun to resume)")

@@ -2,9 +2,11 @@
 
 A task (`TrainTask`) owns its networks, optimisers and schedulers and knows how to take one
 optimisation step on a batch; `fit` does the rest: resume, seeded epochs over the training
-items, augmentation on the device, lr decay once per epoch, the loss log and progress bar,
-periodic checkpoints, and a clean stop (checkpoint, then return) on SIGINT / SIGTERM or after
-`stop_after` steps.
+items, augmentation on the device, lr decay once per epoch, the DVCLive log (`TrainLog`, rank
+0 only, continued on resume) and progress bar, periodic checkpoints (registered as artifacts),
+and a clean stop (checkpoint, then return) on SIGINT / SIGTERM or after `stop_after` steps.
+`live` is a `TrainLog` the caller ends (to log the sample sheet and weights after training) or a
+directory for a log that `fit` opens and ends itself.
 
 Determinism: model init follows `seed_everything(seed)`; item choice follows (seed, epoch,
 position); the augmentation draws from a generator seeded by (seed, rank, step). A resumed
@@ -32,7 +34,7 @@ from pipeline.train.augment import RandomScaleCrop
 from pipeline.train.config import LoopConfig, RuntimeConfig
 from pipeline.train.data import AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader
 from pipeline.models.device import Runtime
-from pipeline.train.log import LossLog
+from pipeline.train.log import TrainLog
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int) -> int:
 
 
 def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: Runtime, env: ddp.DistEnv, *,
-        workers: RuntimeConfig, checkpoint_dir: str | Path, log_path: str | Path, params: dict,
+        workers: RuntimeConfig, checkpoint_dir: str | Path, live: TrainLog | str | Path, params: dict,
         fingerprint: str, extra_state: dict | None = None, stop_after: int | None = None,
         desc: str = "train") -> FitResult:
     per_epoch = steps_per_epoch(loop, len(dataset), env.world_size)
@@ -117,14 +119,15 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     loader = make_loader(dataset, sampler, loop.batch_size, workers.num_workers, loop.seed,
                          pin_memory=runtime.device.type == "cuda")
     augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
-    losslog = LossLog(log_path, list(task.loss_names), start, enabled=env.is_main)
+    own_log = not isinstance(live, TrainLog)  # given a directory: open and end the log here
+    trainlog = (TrainLog(live) if own_log else live).start(start, enabled=env.is_main)
     bar = tqdm(total=total, initial=start, desc=desc, disable=not env.is_main, dynamic_ncols=True)
     shown = getattr(task, "progress_keys", task.loss_names)
     first_opt = next(iter(task.optimizers.values()))
 
     def save(step: int) -> None:
         if env.is_main:
-            checkpoint.save(checkpoint_dir, {
+            path = checkpoint.save(checkpoint_dir, {
                 "step": step, "epoch": step // per_epoch, "fingerprint": fingerprint, "params": params,
                 "models": {k: m.state_dict() for k, m in task.modules.items()},
                 "optimizers": {k: o.state_dict() for k, o in task.optimizers.items()},
@@ -132,6 +135,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 "log_window": {"sums": {k: float(v) for k, v in sums.items()}, "count": count},
                 **(extra_state or {}),
             })
+            trainlog.artifact(path, type="checkpoint", name=f"{desc}-checkpoint", step=step)
         ddp.barrier(env)
 
     step, stopped = start, False
@@ -157,7 +161,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                     means = ddp.mean_over_ranks({k: v / count for k, v in sums.items()}, env)
                     row = {k: float(v) for k, v in means.items()}
                     lr = first_opt.param_groups[0]["lr"]
-                    losslog.write({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr, **row})
+                    trainlog.write({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr, **row})
                     bar.set_postfix({k: f"{row[k]:.4g}" for k in shown if k in row}, refresh=False)
                     sums, count = {}, 0
                 bar.update(1)
@@ -169,12 +173,13 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 if done or stopped:
                     break
     bar.close()
-    losslog.close()
+    if own_log:
+        trainlog.end()
     seconds = time.perf_counter() - started
     completed = step >= total
     if completed and env.is_main:
         checkpoint.clear(checkpoint_dir)
     ddp.barrier(env)
     trained = step - start
-    return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(losslog.last), seconds,
+    return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(trainlog.last), seconds,
                      trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0)

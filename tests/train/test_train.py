@@ -2,7 +2,6 @@
 optimisation, exact resume, and the training stages run end to end with tiny params."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 import yaml
 
 from conftest import REPO, repo_params
+from test_live import read_log
 from pipeline.dataset.manifest import load_sample
 from pipeline.models.chrysos.hourglass import StackedHourglass
 from pipeline.train import checkpoint
@@ -22,6 +22,7 @@ from pipeline.train.data import (Batch, EpochSampler, FaceDeblurDataset, flipped
                                  training_rows)
 from pipeline.train.ddp import DistEnv
 from pipeline.models.device import resolve_runtime
+from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit
 
 CPU = resolve_runtime("cpu", "none", False, False)
@@ -136,7 +137,7 @@ def test_hourglass_and_g_bl_steps_reduce_l1(small_run, rows):
     hg_losses = [hg.train_step(batch)["l1"].item() for _ in range(12)]
     assert hg_losses[-1] < 0.7 * hg_losses[0], hg_losses
 
-    gan_cfg = ChrysosGANConfig.from_params({"generator": {"width_multiplier": 1 / 16}, "lr": 2e-3,
+    gan_cfg = ChrysosGANConfig.from_params({"generator": {"width_multiplier": 1 / 16}, "lr": 2e-3, "crop_size": 128,
                                             "discriminator": {"width_multiplier": 1 / 16}})
     gan = ChrysosGANTask(gan_cfg, CPU, DistEnv(), hg.hourglass)
     gan_losses = [gan.train_step(batch)["g_l1"].item() for _ in range(12)]
@@ -162,7 +163,7 @@ def run_fit(small_run, rows, tmp, loop, workers=0, stop_after=None):
     torch.manual_seed(loop.seed)
     task = CFMDTask(CFMDConfig.from_params(TINY_CFMD), CPU, DistEnv(), None)
     result = fit(task, FaceDeblurDataset(rows, small_run, "moment"), loop, CPU, DistEnv(),
-                 workers=RuntimeConfig(num_workers=workers), checkpoint_dir=tmp / "ckpt", log_path=tmp / "loss.csv",
+                 workers=RuntimeConfig(num_workers=workers), checkpoint_dir=tmp / "ckpt", live=tmp / "live",
                  params={"test": 1}, fingerprint="fp", stop_after=stop_after)
     return task, result
 
@@ -180,7 +181,10 @@ def test_resume_repeats_the_uninterrupted_run_exactly(small_run, rows, tmp_path)
         a, b = straight.modules[name].state_dict(), resumed.modules[name].state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
         assert resumed.optimizers[name].param_groups[0]["lr"] == straight.optimizers[name].param_groups[0]["lr"]
-    assert (tmp_path / "a/loss.csv").read_text() == (tmp_path / "b/loss.csv").read_text()
+    # The resumed run's DVCLive log holds every step once, with the uninterrupted run's values.
+    straight_log, resumed_log = read_log(tmp_path / "a/live"), read_log(tmp_path / "b/live")
+    assert resumed_log == straight_log
+    assert [s for s, _ in straight_log["plots"]["g_pix"]] == [2, 4, 6]
 
 
 def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, rows, tmp_path):
@@ -188,7 +192,7 @@ def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, row
     loop = loop_config(crop_size=128, flip=False, steps=4)
     torch.manual_seed(0)
     hourglass = StackedHourglass(n_stacks=1, depth=2, width=8).freeze()
-    cfg = ChrysosGANConfig.from_params({"generator": {"width_multiplier": 1 / 16},
+    cfg = ChrysosGANConfig.from_params({"generator": {"width_multiplier": 1 / 16}, "crop_size": 128,
                                         "discriminator": {"width_multiplier": 1 / 16}})
 
     def run(tmp, stop_after=None):
@@ -196,7 +200,7 @@ def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, row
         task = ChrysosGANTask(cfg, CPU, DistEnv(), hourglass)
         result = fit(task, FaceDeblurDataset(rows, small_run, "middle"), loop, CPU, DistEnv(),
                      workers=RuntimeConfig(num_workers=0), checkpoint_dir=tmp / "ckpt",
-                     log_path=tmp / "loss.csv", params={"test": 2}, fingerprint="fp", stop_after=stop_after)
+                     live=tmp / "live", params={"test": 2}, fingerprint="fp", stop_after=stop_after)
         return task, result
 
     straight, done = run(tmp_path / "a")
@@ -208,7 +212,8 @@ def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, row
     for name, module in straight.modules.items():
         a, b = module.state_dict(), resumed.modules[name].state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
-    assert (tmp_path / "a/loss.csv").read_text() == (tmp_path / "b/loss.csv").read_text()
+    assert read_log(tmp_path / "b/live") == read_log(tmp_path / "a/live")
+    assert [s for s, _ in read_log(tmp_path / "b/live")["plots"]["g_l1"]] == [1, 2, 3, 4]
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
@@ -247,13 +252,22 @@ def stage_args(module, tmp_path, small_run, *extra):
     return module.get_args_parser().parse_args([
         "--params", str(tmp_path / "params.yaml"), "--root", str(small_run),
         "--metadata", str(tmp_path / f"models/{name}.json"), "--metrics", str(tmp_path / f"metrics/{name}.json"),
-        "--plot", str(tmp_path / f"metrics/{name}_loss.csv"), "--sheet", str(tmp_path / f"metrics/{name}.png"),
+        "--live", str(tmp_path / f"dvclive/{name}"),
         "--checkpoints", str(tmp_path / f"models/checkpoints/{name}"), *extra])
 
 
-def test_train_cfmd_stage_end_to_end_with_an_interruption(small_run, tmp_path):
+def test_train_cfmd_stage_end_to_end_with_an_interruption(small_run, tmp_path, monkeypatch):
     from stages import train_cfmd
 
+    logs = []
+
+    class RecordedLog(TrainLog):
+        def __init__(self, *args):
+            super().__init__(*args)
+            logs.append(self)
+
+    monkeypatch.setattr(train_cfmd, "TrainLog", RecordedLog)
+    monkeypatch.chdir(REPO)  # DVCLive records artifacts only inside a DVC repository
     params = tiny_params()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = ["--out", str(tmp_path / "models/cfmd.pt")]
@@ -264,11 +278,17 @@ def test_train_cfmd_stage_end_to_end_with_an_interruption(small_run, tmp_path):
 
     weights = torch.load(tmp_path / "models/cfmd.pt", weights_only=True)
     assert set(weights["state_dicts"]) == {"generator", "discriminator"}
-    with open(tmp_path / "metrics/train_cfmd_loss.csv") as f:
-        log = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in log] == [1, 2, 3] and "g_pix" in log[0]
-    assert (tmp_path / "metrics/train_cfmd.png").stat().st_size > 1000
+    log = read_log(tmp_path / "dvclive/train_cfmd")  # the resumed run continued the interrupted one's log
+    assert set(log["plots"]) == {"epoch", "lr", *CFMDTask.loss_names}
+    assert all([s for s, _ in rows] == [1, 2, 3] for rows in log["plots"].values())
+    assert log["summary"]["step"] == 3 and log["summary"]["g_pix"] == log["plots"]["g_pix"][-1][1]
+    assert (tmp_path / "dvclive/train_cfmd/plots/images/samples.png").stat().st_size > 1000
     assert not (tmp_path / "models/checkpoints/train_cfmd/last.pt").exists()
+    interrupted, resumed = logs
+    assert interrupted.artifacts == {"train-cfmd-checkpoint": {
+        "path": str(tmp_path / "models/checkpoints/train_cfmd/last.pt"), "type": "checkpoint", "meta": {"step": 1}}}
+    assert resumed.artifacts["cfmd"]["path"] == str(tmp_path / "models/cfmd.pt")
+    assert resumed.artifacts["cfmd"]["type"] == "model"
 
     meta = json.loads((tmp_path / "models/train_cfmd.json").read_text())
     assert meta["loss_weights"] == {k: params["train_cfmd"]["loss"][k] for k in meta["loss_weights"]}
@@ -298,9 +318,10 @@ def test_chrysos_stages_end_to_end(small_run, tmp_path):
     meta = json.loads((tmp_path / "models/train_chrysos_gan.json").read_text())
     assert meta["loss_weights"] == params["train_chrysos_gan"]["loss"]
     assert {"g_l1", "g_reconstruction", "d_total"} <= set(meta["final_losses"])
-    for name in ("train_chrysos_hg", "train_chrysos_gan"):
-        assert (tmp_path / f"metrics/{name}.png").stat().st_size > 1000
-        assert (tmp_path / f"metrics/{name}_loss.csv").is_file()
+    for name, task in (("train_chrysos_hg", HourglassTask), ("train_chrysos_gan", ChrysosGANTask)):
+        assert (tmp_path / f"dvclive/{name}/plots/images/samples.png").stat().st_size > 1000
+        log = read_log(tmp_path / f"dvclive/{name}")
+        assert set(task.loss_names) <= set(log["plots"]) and [s for s, _ in log["plots"]["lr"]] == [1, 2, 3]
 
 
 DDP_SCRIPT = """
@@ -319,7 +340,7 @@ runtime = resolve_runtime("cpu", "none", False, False)
 torch.manual_seed(env.rank)  # different initial weights: init must broadcast rank 0's
 task = CFMDTask(CFMDConfig.from_params(TINY_CFMD), runtime, env, None)
 result = fit(task, FaceDeblurDataset(training_rows(root, ["fixed"]), root), loop_config(steps=3), runtime, env,
-             workers=RuntimeConfig(num_workers=0), checkpoint_dir=out + "/ckpt", log_path=out + "/loss.csv",
+             workers=RuntimeConfig(num_workers=0), checkpoint_dir=out + "/ckpt", live=out + "/live",
              params={}, fingerprint="fp")
 torch.save(task.generator.state_dict(), f"{out}/rank{env.rank}.pt")
 ddp.shutdown(env)
@@ -342,7 +363,13 @@ def test_torchrun_two_processes_keep_weights_in_sync(small_run, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert len((tmp_path / "loss.csv").read_text().splitlines()) == 4  # header + 3 steps, rank 0 only
+    # Rank 0 alone logs: each DVCLive TSV holds a header and steps 1-3 once (two writers would append twice).
+    tsvs = sorted((tmp_path / "live/plots/metrics").glob("*.tsv"))
+    assert {p.stem for p in tsvs} == {"epoch", "lr", *CFMDTask.loss_names}
+    assert all(p.read_text().splitlines()[0].split("\t") == ["step", p.stem] for p in tsvs)
+    assert [line.split("\t")[0] for line in (tmp_path / "live/plots/metrics/g_pix.tsv").read_text().splitlines()[1:]] \
+        == ["1", "2", "3"]
+    assert json.loads((tmp_path / "live/metrics.json").read_text())["step"] == 3
 
 
 def test_speed_benchmark_smoke(capsys):

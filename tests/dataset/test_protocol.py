@@ -296,3 +296,33 @@ def test_sharpness_gate_means_the_same_at_every_resolution():
         source_v[scale] = sharpness(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), points_box(pts))
     assert abs(crop_v[3.0] / crop_v[2.0] - 1) < 0.25, crop_v  # the same face, the same gate value
     assert crop_v[0.5] < 0.5 * crop_v[2.0], crop_v  # small face: upscaled, lower sharpness
+
+
+def test_relative_gate_keeps_frames_above_the_videos_percentile(vw_source, tmp_path):
+    """blur.fixed.sharpness_percentile: the threshold is the video's p-th percentile of its frames'
+    sharpness (each frame's own box, PIL crop at 256), recorded per video; windows pass against it."""
+    import json
+
+    from pipeline.dataset.crop import CropParams
+    from pipeline.dataset.fixed import FixedParams, frame_sharpness, gate_threshold
+    from pipeline.dataset.ingest import read_catalog, source_of
+    from pipeline.dataset.landmarks import read_landmarks
+
+    root = run_stages(tmp_path, vw_source, {"blur": {"fixed": {"sharpness_percentile": 40}}},
+                      stages=("ingest", "landmarks", "blur_fixed"))
+    video = next(v for v in read_catalog(tmp_path / "data/ingest/catalog.parquet") if v["video_id"] == "002")
+    lm = read_landmarks(tmp_path / "data/landmarks/002.parquet")
+    values = frame_sharpness(source_of(video), lm, video["width"], video["height"], CropParams())
+    # each frame's own box, measured as the authors measure a crop (independent code above)
+    frames = sorted((vw_source / "002" / "imgs").iterdir())
+    for i in (0, 17, 30):
+        pts = read_pts_text(vw_source / "002" / "annot" / (frames[i].stem + ".pts"))
+        crop, _ = authors_crop(Image.open(frames[i]).convert("RGB"), authors_box(pts))
+        assert values[i] == pytest.approx(laplacian_var(crop), rel=1e-9)
+    threshold = float(np.percentile(values, 40))
+    assert gate_threshold(source_of(video), lm, video["width"], video["height"],
+                          FixedParams(sharpness_percentile=40.0), CropParams()) == pytest.approx(threshold)
+    record = {r["video_id"]: r for r in json.loads((root / "fixed" / "videos.json").read_text())}["002"]
+    assert record["sharpness"]["threshold"] == pytest.approx(threshold, abs=1e-3) and record["percentile"] == 40
+    w = record["windows"]
+    assert 0 < w["kept"] < w["considered"] and w["dropped_sharpness"] == w["considered"] - w["kept"]

@@ -349,36 +349,24 @@ SCHEMA: dict[str, Section] = {
 # ------------------------------------------------------------------ sections with their own parsers
 
 
-def _train_cfmd(section):
-    from pipeline.models.cfmd.task import CFMDConfig
-
-    CFMDConfig.from_params(section, "train_cfmd")
-
-
-def _train_chrysos_hg(section):
-    from pipeline.models.chrysos.task import HourglassConfig
-
-    HourglassConfig.from_params(section, "train_chrysos_hg")
-
-
-def _train_chrysos_gan(section):
-    from pipeline.models.chrysos.task import ChrysosGANConfig
-
-    ChrysosGANConfig.from_params(section, "train_chrysos_gan")
-
-
-def _evaluate(section):
-    from pipeline.eval.config import EvalConfig
-
-    EvalConfig.from_params(section)
-
-
-PARSERS: dict[str, Callable[[Any], None]] = {
-    "train_cfmd": _train_cfmd,
-    "train_chrysos_hg": _train_chrysos_hg,
-    "train_chrysos_gan": _train_chrysos_gan,
-    "evaluate": _evaluate,
+# "module:Class" whose `from_params(section)` parses the section. Named by string and imported
+# only when that section is checked: a stage that reads `train_cfmd` already imports its parser,
+# and the data stages (torch-free) and evaluation (no training code) must not reach them.
+PARSERS: dict[str, str] = {
+    "train_cfmd": "pipeline.models.cfmd.task:CFMDConfig",
+    "train_chrysos_hg": "pipeline.models.chrysos.task:HourglassConfig",
+    "train_chrysos_gan": "pipeline.models.chrysos.task:ChrysosGANConfig",
+    "evaluate": "pipeline.eval.config:EvalConfig",
 }
+
+
+def _parse(section_name: str, section: dict) -> None:
+    import importlib
+
+    module, cls = PARSERS[section_name].split(":")
+    getattr(importlib.import_module(module), cls).from_params(section)
+
+
 SECTIONS = tuple(SCHEMA) + tuple(PARSERS)
 
 
@@ -399,7 +387,7 @@ def validate_key(dotted: str, value) -> None:
         if not isinstance(value, Mapping):
             _fail(top, value, "must be a section (key: value lines)")
         try:
-            PARSERS[top](dict(value))
+            _parse(top, dict(value))
         except ParamError:
             raise
         except (ValueError, TypeError, KeyError) as e:

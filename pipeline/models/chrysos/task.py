@@ -103,7 +103,7 @@ class ChrysosGANConfig:
         loop, runtime, own = split_section(section, name, GAN_KEYS)
         weights = take(ChrysosLossWeights, own.pop("loss", {}), f"{name}.loss")
         check_types(cls, own, name)
-        if loop.crop_size % 128:
+        if "crop_size" in section and loop.crop_size % 128:
             raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of 128 (the generator's seven "
                              "stride-2 levels)")
         return cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)

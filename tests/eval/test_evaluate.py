@@ -2,7 +2,6 @@
 real training stages (a few steps: the numbers are poor, the bookkeeping is what is tested)."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -46,17 +45,18 @@ def project(small_run, tmp_path_factory) -> Path:
     params["evaluate"] = deep_update(params["evaluate"], EVAL)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 
-    def args(module, out, **extra):
+    def args(module, out, *extra):
+        """The stage's own command line (so the test follows its options), outputs under `root`."""
         name = module.SECTION
-        return argparse.Namespace(params=str(root / "params.yaml"), root=str(small_run), out=str(root / out),
-                                  metadata=str(root / f"models/{name}.json"), metrics=str(root / f"metrics/{name}.json"),
-                                  plot=str(root / f"metrics/{name}.csv"), sheet=str(root / f"metrics/{name}.png"),
-                                  checkpoints=str(root / f"ckpt/{name}"), stop_after=None, **extra)
+        return module.get_args_parser().parse_args([
+            "--params", str(root / "params.yaml"), "--root", str(small_run), "--out", str(root / out),
+            "--metadata", str(root / f"models/{name}.json"), "--metrics", str(root / f"metrics/{name}.json"),
+            "--live", str(root / f"dvclive/{name}"), "--checkpoints", str(root / f"ckpt/{name}"), *extra])
 
     train_cfmd.main(args(train_cfmd, "models/cfmd.pt"))
     train_chrysos_hg.main(args(train_chrysos_hg, "models/chrysos_hourglass.pt"))
     train_chrysos_gan.main(args(train_chrysos_gan, "models/chrysos_gan.pt",
-                                hourglass=str(root / "models/chrysos_hourglass.pt")))
+                                "--hourglass", str(root / "models/chrysos_hourglass.pt")))
     return root
 
 

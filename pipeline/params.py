@@ -277,6 +277,13 @@ def _vla_lengths(v: dict):
 
 GATE_SWITCH = {"enabled": Bool()}
 
+
+def _exposure_needs_interpolation(b: dict):
+    e, k = b.get("exposure", 1.0), b.get("interpolate", 1)
+    if isinstance(e, (int, float)) and e < 1 and k == 1:
+        return "exposure", "an exposure below 1 needs interpolation (blur.interpolate >= 2)"
+    return None
+
 SCHEMA: dict[str, Section] = {
     "compute": Section({
         "n_jobs": Int(ge=1),
@@ -307,6 +314,8 @@ SCHEMA: dict[str, Section] = {
     "blur": Section({
         "gamma": Float(gt=0, le=10),
         "rounding": Choice("truncate", "round"),
+        "interpolate": Int(ge=1, le=64),
+        "exposure": Float(gt=0, le=1),
         "png": Section({
             "encoder": Choice("fpng", "opencv"),
             "level": Int(ge=0, le=9),
@@ -332,7 +341,7 @@ SCHEMA: dict[str, Section] = {
             "flow": Section({**GATE_SWITCH, "max_step": Float(gt=0), "reversal_cos": Float(ge=-1, le=1),
                              "min_step": Float(ge=0), "max_residual": Float(gt=0)}),
         }, checks=(_vla_lengths,)),
-    }),
+    }, checks=(_exposure_needs_interpolation,)),
     "manifest": Section({
         "fmr": Section({
             "keypoint": Int(ge=0, le=67),

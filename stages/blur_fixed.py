@@ -8,6 +8,7 @@ from pipeline.dataset.crop import CropParams
 from pipeline.dataset.fixed import FixedParams, build_video
 from pipeline.dataset.fixed import merge_gate_records
 from pipeline.dataset.ingest import read_catalog
+from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.stage import load_params, setup_logging
 
@@ -26,7 +27,7 @@ def main(args):
     params = load_params("crop", "blur", "compute")
     build_stage("fixed", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
                 p=FixedParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
-                png=PngEncoder.from_params(params["blur"]))
+                png=PngEncoder.from_params(params["blur"]), interp=InterpParams.from_params(params["blur"]))
     # per video: windows kept and dropped, sharpness distribution against the gate (the report reads it)
     skipped = json.loads((Path(args.root) / "fixed" / "skipped.json").read_text())
     merge_gate_records(args.root, "fixed", read_catalog(args.catalog), skipped)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
+from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, window_box
 from pipeline.dataset.video import VideoError, iter_frames
@@ -204,8 +205,10 @@ def sample_id(video_id: str, n: int, start: int) -> str:
     return f"{video_id}-fixed-n{n:02d}-f{start:06d}"
 
 
-def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder()):
+def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder(),
+                interp: InterpParams = InterpParams()):
     """Write one video's fixed-window samples under `root`/fixed; return (rows file | None, stats).
+    `interp`: frame interpolation and exposure before averaging (pipeline.dataset.interpolate).
 
     Windows are planned as the decoder reaches their first frame, so memory holds the open
     windows, not a plan of the whole video. The crop-space gate is decided on the crops being
@@ -216,7 +219,7 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     stats = WindowStats()
     planned = iter_windows(lm, w_, h_, p, crop, video["video_id"], stats, threshold if source else None)
     renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop, png, p.rounding,
-                        gate=None if source else threshold, measure=True)
+                        gate=None if source else threshold, measure=True, interp=interp)
     nxt = next(planned, None)
     if nxt is not None:
         for i, frame in iter_frames(src):

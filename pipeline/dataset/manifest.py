@@ -63,6 +63,8 @@ EXTRA = pa.schema([
     ("fmr_key", pa.list_(pa.list_(pa.float32(), 2))),  # the keys FMR sorted on (manifest.fmr), FMR order
     ("crop_resize", pa.string()),  # pil | opencv: the resampler of the crops (load_sample uses it)
     ("sharpness", pa.float32()),  # lowest crop sharpness of the window's frames (variance of Laplacian); null: not measured
+    ("interpolation", pa.int32()),  # blur.interpolate: k - 1 synthesised frames between real ones (1: none)
+    ("exposure", pa.float32()),  # blur.exposure: shutter duty cycle of the blur (1: always open)
 ])
 MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
 ROW_GROUP = 1 << 14

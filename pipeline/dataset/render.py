@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.dataset.averaging import RunningMean
 from pipeline.dataset.crop import CropParams, clip_box, crop_resize, face_box, laplacian_variance, to_crop_coords
+from pipeline.dataset.interpolate import InterpParams, Interpolator
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.samples import SampleWriter
 from pipeline.dataset.video import VideoError, iter_frames
@@ -54,16 +55,22 @@ class Renderer:
     store once every window that uses it is decided, so dropped windows store nothing.
     `window_sharpness` lists, per decided window, the lowest crop sharpness of its frames (what
     the gate compares; NaN when the window was not measured to its end).
+
+    With interpolation (`interp`, `pipeline.dataset.interpolate`), each window keeps its previous
+    crop, and the frames synthesised between it and the new crop join the running mean too (shared
+    by windows with the same box). The gate, the landmarks and the stored frames stay the real ones.
     """
 
     def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, crop: CropParams,
                  png: PngEncoder = PngEncoder(), rounding: str = "truncate", gate: float | None = None,
-                 measure: bool = False):
+                 measure: bool = False, interp: InterpParams = InterpParams()):
         self.src, self.lm, self.gamma, self.crop, self.rounding = src, lm, gamma, crop, rounding
         self.size = crop.size
         self.gate, self.measure = gate, measure or gate is not None
         self.w, self.h = int(video["width"]), int(video["height"])
-        self.writer = SampleWriter(root, method, video, gamma, png, crop.resize)
+        self.writer = SampleWriter(root, method, video, gamma, png, crop.resize, interp.factor, interp.exposure)
+        self._interp = Interpolator(interp) if interp.enabled else None
+        self._prev: dict[int, np.ndarray] = {}  # interpolation: each open window's last crop
         self._windows: dict[int, Window] = {}
         self._uses: dict[int, list[int]] = defaultdict(list)
         self._regions: dict[int, np.ndarray] = {}
@@ -104,6 +111,7 @@ class Renderer:
     def _drop(self, k: int) -> None:
         w = self._windows.pop(k)
         self._means.pop(k, None)
+        self._prev.pop(k, None)
         self.window_sharpness.append(self._sharp.pop(k, float("nan")))
         self.dropped_sharpness += 1
         for f in w.frames:
@@ -123,6 +131,7 @@ class Renderer:
             r = self._regions.pop(i)
             self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
             crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
+            mids: dict[bytes, list] = {}  # interpolation: synthesised frames per box
             for k in ks:
                 w = self._windows[k]
                 key = w.box.tobytes()
@@ -137,6 +146,14 @@ class Renderer:
                     self._drop(k)
                     continue
                 acc = self._means.setdefault(k, RunningMean(self.gamma, self.rounding))
+                if self._interp is not None:
+                    prev = self._prev.get(k)
+                    if prev is not None:
+                        if key not in mids:
+                            mids[key] = self._interp.between(prev, crop)
+                        for m in mids[key]:
+                            acc.add(m)
+                    self._prev[k] = crop
                 acc.add(crop)
                 if i == w.end:
                     frames = sorted(w.frames)
@@ -150,6 +167,7 @@ class Renderer:
                     self.crop_adjust[w.adjust] = self.crop_adjust.get(w.adjust, 0) + 1
                     self._written.add(k)
                     del self._means[k], self._windows[k]
+                    self._prev.pop(k, None)
         self._store_decided()
 
     def _store_decided(self) -> None:
@@ -185,9 +203,10 @@ class Renderer:
 
 
 def render(src, video: dict, lm: dict, root, method: str, windows: list[Window], gamma: float,
-           crop: CropParams, png: PngEncoder = PngEncoder(), rounding: str = "truncate"):
+           crop: CropParams, png: PngEncoder = PngEncoder(), rounding: str = "truncate",
+           interp: InterpParams = InterpParams()):
     """Write `windows` as samples of `method` under `root` in one forward decode; return the rows file."""
-    r = Renderer(src, video, lm, root, method, gamma, crop, png, rounding)
+    r = Renderer(src, video, lm, root, method, gamma, crop, png, rounding, interp=interp)
     for w in windows:
         r.add(w)
     last = r.last_needed

@@ -99,15 +99,18 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
     with replacing_dir(out) as work:  # the previous <root>/<method> survives a failed run
         path, stats, skipped = run_method(method, build, catalog, landmarks_dir, work.parent,
                                           n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
-        samples = pq.read_table(path, columns=["split", "n_frames"])
+        samples = pq.read_table(path, columns=["split", "n_frames", "gradient_energy"])
         write_json(work / "skipped.json", skipped)
     path = out / path.name
     lengths = samples["n_frames"].to_numpy()
+    energy = samples["gradient_energy"].to_numpy()
     write_json(metrics_path, {
         "windows": stats, "videos_skipped": len(skipped),
         "samples": {"total": samples.num_rows, **counts_by(samples, "split", "n_frames")},
         "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3), "max": int(lengths.max())}
         if len(lengths) else {},
+        # ghosting measure (pipeline.dataset.interpolate.gradient_energy): blur.interpolate lowers it
+        "blurry": {"gradient_energy": round(float(energy.mean()), 3)} if len(energy) else {},
     })
     print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
     return path

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dataset.framestore import FrameStoreWriter
+from pipeline.dataset.interpolate import gradient_energy
 from pipeline.dataset.pngio import PngEncoder
 
 SAMPLES_SCHEMA = pa.schema([
@@ -38,6 +39,9 @@ SAMPLES_SCHEMA = pa.schema([
     ("landmarks_source", pa.list_(pa.list_(pa.float32(), 136))),  # per frame, source pixels, temporal order
     ("sharpness", pa.float32()),  # lowest variance of Laplacian of the window's crops (output size); null: not measured
     ("motion", pa.float32()),  # mean landmark path length over the window, crop pixels
+    ("interpolation", pa.int32()),  # blur.interpolate: k (1: real frames only)
+    ("exposure", pa.float32()),  # blur.exposure: shutter duty cycle (1: open the whole interval)
+    ("gradient_energy", pa.float32()),  # ghosting measure of the blurry image (interpolate.gradient_energy)
 ])
 
 
@@ -59,8 +63,9 @@ def landmark_motion(landmarks_crop: np.ndarray) -> float:
 
 class SampleWriter:
     def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder(),
-                 resize: str = "pil"):
+                 resize: str = "pil", interpolation: int = 1, exposure: float = 1.0):
         self.root = Path(root)
+        self.interpolation, self.exposure = int(interpolation), float(exposure)
         self.resize = resize
         self.method, self.video, self.gamma = method, video, float(gamma)
         vid = video["video_id"]
@@ -108,6 +113,9 @@ class SampleWriter:
             else np.asarray(landmarks_source, np.float32).reshape(len(frames), -1).tolist(),
             "sharpness": None if not np.isfinite(sharpness) else float(sharpness),
             "motion": landmark_motion(landmarks_crop),
+            "interpolation": self.interpolation,
+            "exposure": self.exposure,
+            "gradient_energy": gradient_energy(blurry),
         })
         self.count += 1
         if len(self.rows) >= FLUSH_ROWS:

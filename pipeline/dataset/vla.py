@@ -51,6 +51,7 @@ import numpy as np
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.manifest import STOP_REASONS
 from pipeline.dataset.fixed import SHARPNESS_SPACES, sharpness_summary, usable, write_gate_record
+from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, render, window_box
@@ -319,13 +320,15 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     return windows, stats
 
 
-def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams, png: PngEncoder = PngEncoder()):
-    """Write one video's VLA samples under `root`/vla; return (rows file | None, stats)."""
+def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams, png: PngEncoder = PngEncoder(),
+                interp: InterpParams = InterpParams()):
+    """Write one video's VLA samples under `root`/vla; return (rows file | None, stats).
+    `interp`: frame interpolation and exposure before averaging (the stop conditions see real frames)."""
     if p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
         windows, stats = plan_windows(src, video, lm, p, crop)
-        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding)
+        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding, interp)
     else:
-        renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop, png, p.rounding)
+        renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop, png, p.rounding, interp=interp)
         _, stats = plan_windows(src, video, lm, p, crop, renderer)
         part = renderer.close()
     values = stats.pop("_sharpness")

@@ -45,7 +45,7 @@ def main(args):
     perceptual = resolve_perceptual(cfg.perceptual, cfg.lpips_net)
     log.info("perceptual loss: %s (%s)", perceptual.used, perceptual.reason)
     rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="moment")
+    dataset = FaceDeblurDataset(rows, args.root, target="moment", degrade=cfg.loop.degrade)
     task = CFMDTask(cfg, runtime, env, perceptual.loss)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 

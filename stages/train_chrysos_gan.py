@@ -44,7 +44,7 @@ def main(args):
 
     hourglass, hourglass_config = load_hourglass(args.hourglass, runtime.device)
     rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="middle")
+    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade)
     task = ChrysosGANTask(cfg, runtime, env, hourglass)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 

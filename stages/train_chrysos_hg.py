@@ -40,7 +40,7 @@ def main(args):
     checkpoint.seed_everything(cfg.loop.seed)
 
     rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="middle")
+    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade)
     task = HourglassTask(cfg, runtime, env)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 

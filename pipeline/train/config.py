@@ -51,9 +51,14 @@ class LoopConfig:
     flip: bool = False
     log_every: int = 1
     checkpoint_every: int = 0  # 0: only when interrupted
+    degrade: Any = None  # sensor realism of the blurry input (pipeline.train.degrade); null: off
 
     def __post_init__(self):
+        from pipeline.train.degrade import Degrade
+
         object.__setattr__(self, "methods", methods_of(self.methods))
+        if not isinstance(self.degrade, Degrade):
+            object.__setattr__(self, "degrade", Degrade.from_params(self.degrade))
         object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
         for key in ("steps", "epochs", "batch_size", "log_every", "epoch_samples"):
             if getattr(self, key) is not None and getattr(self, key) < 1:

@@ -67,10 +67,11 @@ class FaceDeblurDataset(Dataset):
     turns them into floats in [0, 1] on the device.
     """
 
-    def __init__(self, rows: list[dict], root: str | Path, target: str = "moment"):
+    def __init__(self, rows: list[dict], root: str | Path, target: str = "moment", degrade=None):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.rows, self.root, self.target = rows, Path(root), target
+        self.degrade = degrade  # pipeline.train.degrade.Degrade: the blurry input only, per item seed
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -86,6 +87,8 @@ class FaceDeblurDataset(Dataset):
         k = self.position(row, seed)
         blurry = _read_rgb(self.root / row["blurry_path"])
         sharp = load_sharp(row, [k], blurry.shape[0], self.root)[0]
+        if self.degrade is not None and self.degrade.enabled:
+            blurry = self.degrade(blurry, seed)
         return {
             "blurry": torch.from_numpy(blurry).permute(2, 0, 1).contiguous(),
             "sharp": torch.from_numpy(sharp).permute(2, 0, 1).contiguous(),

@@ -4,6 +4,7 @@ Run by hand (not collected by pytest):
 
     .venv/bin/python benchmarks/data_speed.py --max-videos 3 --frames 75
     .venv/bin/python benchmarks/data_speed.py --long            # also: short vs 10x-long webcam clip
+    .venv/bin/python benchmarks/data_speed.py --no-naive --interpolate 4   # averaging with interpolation on vs off
 
 Every stage runs the real stage `main()` in a fresh child process (so peak memory is that stage's
 own: VmHWM of the child, max with ru_maxrss of its reaped workers), in a scratch folder with a params.yaml derived from the
@@ -209,6 +210,21 @@ def run_ours(workdir: Path, source: Path, n_jobs: int, backend: str) -> dict:
     return out
 
 
+def rerun_blur(workdir: Path, source: Path, interpolate: int) -> dict:
+    """The averaging stages again in `workdir` (ingest and landmarks reused) with blur.interpolate."""
+    import yaml
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["blur"]["interpolate"] = interpolate
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    out = {}
+    for stage in ("blur_fixed", "blur_vla"):
+        res, rss = run_child(["--_stage", stage, str(workdir), str(source)])
+        m = json.loads((workdir / "metrics" / f"{stage}.json").read_text())
+        out[stage] = {"wall": res["wall"], "rss": rss, "samples": m["samples"]["total"],
+                      "energy": m.get("blurry", {}).get("gradient_energy")}
+    return out
+
+
 def fmt_row(name, frames, samples, wall, rss):
     return (f"{name:<22}{frames / wall:>10.1f}{samples / wall:>11.1f}{wall:>9.2f}{rss:>10.0f}"
             f"   ({frames} frames, {samples} samples)")
@@ -298,6 +314,8 @@ def main():
     ap.add_argument("--long", action="store_true", help="also run ours on a short vs long webcam clip")
     ap.add_argument("--long-repeat", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--interpolate", type=int, default=None, metavar="K",
+                    help="also rerun blur_fixed and blur_vla with blur.interpolate K (off vs on)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also profile landmarks + blur_fixed + blur_vla of the longest video by operation")
     args = ap.parse_args()
@@ -328,6 +346,17 @@ def main():
                       max(ours[s]["rss"] for s in STAGES if s != "blur_vla")))
         print("(stage walls are measured inside each child, excluding interpreter start-up;"
               " samples/s of ingest/landmarks/manifest count all samples)")
+        if args.interpolate and args.interpolate > 1:
+            off = {s: {**ours[s], "energy": json.loads((scratch / "ours/metrics" / f"{s}.json").read_text())
+                       .get("blurry", {}).get("gradient_energy")} for s in ("blur_fixed", "blur_vla")}
+            on = rerun_blur(scratch / "ours", source, args.interpolate)
+            print(f"\ninterpolation: blur.interpolate 1 (off) vs {args.interpolate} (DIS flow, both directions)")
+            print(f"{'stage':<22}{'frames/s':>10}{'samples/s':>11}{'wall s':>9}{'peak MiB':>10}{'grad energy':>13}")
+            for s in ("blur_fixed", "blur_vla"):
+                for k, r in ((1, off[s]), (args.interpolate, on[s])):
+                    print(fmt_row(f"{s} k={k}", frames, r["samples"], r["wall"], r["rss"]).split("   (")[0]
+                          + f"{r['energy'] if r['energy'] is not None else float('nan'):>13.1f}")
+                print(f"  {s}: {on[s]['wall'] / off[s]['wall']:.1f}x the time with interpolation")
         if not args.no_naive:
             ndir = scratch / "naive"
             ndir.mkdir()

@@ -303,6 +303,11 @@ SCHEMA: dict[str, Section] = {
         "upsample": Int(ge=0, le=4),
         "min_track_iou": Float(ge=0, le=1),
         "min_detect_score": Float(),
+        "faces": Choice("all", "largest"),
+        "min_face": Float(ge=0),
+        "min_track_frames": Int(ge=1),
+        "cut_threshold": Nullable(Float(gt=0, le=2)),
+        "cut_ratio": Float(ge=0),
     }),
     "crop": Section({
         "widen": Float(ge=0, le=5),

@@ -1,4 +1,4 @@
-"""Stage `landmarks`: 68 points per frame for every catalogued video (.pts, else dlib)."""
+"""Stage `landmarks`: 68 points per frame and face track for every catalogued video (.pts, else dlib), and shot cuts."""
 import argparse
 from pathlib import Path
 
@@ -30,8 +30,12 @@ def main(args):
         ok = [r for r in results if not r["error"]]
         no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]
         write_json(work / "report.json", {"failed": [{"video_id": r["video_id"], "reason": r["error"]}
-                                                     for r in failed], "videos_without_face": no_face})
-    metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face)}
+                                                     for r in failed], "videos_without_face": no_face,
+                                          # face tracks and shot cuts (first frame of each new shot) per video
+                                          "videos": {r["video_id"]: {"tracks": r["tracks"], "cuts": r["cut_frames"]}
+                                                     for r in ok}})
+    metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face),
+               "tracks": int(sum(r["tracks"] for r in ok)), "cuts": int(sum(r["cuts"] for r in ok))}
     for key in sorted({k for r in ok for k in r if k.startswith("frames")}):
         metrics[key] = int(sum(r[key] for r in ok))
     write_json(args.metrics, metrics)

@@ -35,10 +35,20 @@ CONFIDENT_IOU = 0.8
 MIN_APPEARANCE = 0.5
 APPEARANCE_SIZE = 32
 SOURCES = ("pts", "detect", "track", "none")
+FACES = ("all", "largest")
+# Track association (faces: all)
+ASSOC_IOU = 0.3  # a detection continues a track whose last landmark box it overlaps this much
+REID_APPEARANCE = 0.6  # ...or, for a track lost within this shot, whose appearance it matches this well
+LOST_FRAMES = 30  # a lost track can be revived for this many frames, then it ends
+# Shot cuts
+CUT_THUMB = (32, 24)
+CUT_HISTORY = 15
 
 LANDMARKS_SCHEMA = pa.schema([
     ("frame", pa.int32()),
     ("frame_number", pa.int32()),
+    ("track", pa.int32()),  # face track (0, 1, ...); null: no face in this frame
+    ("cut", pa.bool_()),  # a shot cut falls right before this frame (it starts a new shot)
     ("has_face", pa.bool_()),
     ("source", pa.string()),  # pts | detect | track | none
     ("quality", pa.float32()),  # detect: HOG score; track: box IoU with the previous frame; pts: 1
@@ -56,6 +66,11 @@ class LandmarkParams:
     min_track_iou: float = 0.5  # below this, tracking is degraded: re-detect now
     min_detect_score: float = 0.0  # HOG detections scoring below this count as no face
     use_pts: bool = True  # use .pts annotations where a frame has one
+    faces: str = "all"  # all: every face is a track | largest: only the largest face (before issue 16)
+    min_face: float = 0.0  # faces: all: ignore detections smaller than this (sqrt of box area, source px)
+    min_track_frames: int = 3  # faces: all: a track needs this many frames with a face to be kept
+    cut_threshold: float | None = 0.5  # shot cut measure (1 - thumbnail correlation) at least this; None: off
+    cut_ratio: float = 3.0  # ...and at least this times the median measure of the previous frames
 
     @classmethod
     def from_params(cls, p: dict) -> "LandmarkParams":
@@ -180,52 +195,292 @@ class FaceTracker:
             self.reference = appearance(gray, pts)
 
 
+class CutDetector:
+    """Shot cuts, frame by frame: 1 - correlation of zero-mean unit-norm grey thumbnails, against
+    an absolute threshold and a multiple of the recent median (module docstring)."""
+
+    def __init__(self, threshold: float | None, ratio: float):
+        self.threshold, self.ratio = threshold, ratio
+        self.prev: np.ndarray | None = None
+        self.history: list[float] = []
+        self.measure = float("nan")  # the last frame's measure
+
+    @staticmethod
+    def thumbnail(gray: np.ndarray) -> np.ndarray:
+        v = cv2.resize(gray, CUT_THUMB, interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+        v -= v.mean()
+        n = float(np.linalg.norm(v))
+        return v / n if n > 1e-3 else np.zeros_like(v)  # a flat (black) frame correlates with nothing
+
+    def step(self, gray: np.ndarray) -> bool:
+        if self.threshold is None:
+            return False
+        t = self.thumbnail(gray)
+        prev, self.prev = self.prev, t
+        if prev is None:
+            return False
+        flat = not prev.any() and not t.any()  # two flat (e.g. black) frames are the same picture
+        d = self.measure = 0.0 if flat else 1.0 - float(prev @ t)
+        floor = self.ratio * float(np.median(self.history)) if self.history else 0.0
+        self.history = (self.history + [d])[-CUT_HISTORY:]
+        return d >= self.threshold and d >= floor
+
+
+class _Track:
+    def __init__(self, pid: int):
+        self.pid = pid  # provisional id, birth order
+        self.tid: int | None = None  # final id once confirmed
+        self.dropped = False
+        self.prev: np.ndarray | None = None  # last landmarks; None while lost
+        self.last: np.ndarray | None = None  # last landmarks seen
+        self.rect_rel = np.array([0.0, 0.0, 1.0])
+        self.reference: np.ndarray | None = None
+        self.faces = 0
+        self.lost = 0
+
+
+class MultiFaceTracker:
+    """Detect-every-k + shape-predictor tracking of every face (faces: all).
+
+    Per track the arithmetic is FaceTracker's (same detector box model, same tracking box, same
+    appearance check), so a video with one face gets the same landmarks as `faces: largest`.
+    A detection step runs every `detect_every` frames, whenever a track's tracking degrades, and
+    on every frame while no track is open (as FaceTracker does without a subject)."""
+
+    def __init__(self, params: LandmarkParams):
+        import dlib
+        self._dlib = dlib
+        self.p = params
+        self.detector = frontal_face_detector()
+        self.predictor = shape_predictor_68()
+        self.tracks: list[_Track] = []  # open tracks (active or lost)
+        self.since_detect = 0
+        self._pids = 0
+        self._tids = 0
+
+    def _predict(self, gray: np.ndarray, rect) -> np.ndarray:
+        shape = self.predictor(gray, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+    def detect_all(self, gray: np.ndarray) -> list[tuple]:
+        """Every face: (points, score, rect_rel, appearance), largest first."""
+        h, w = gray.shape
+        scale = min(1.0, self.p.detect_max_side / max(h, w))
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        rects, scores, _ = self.detector.run(small, self.p.upsample, self.p.min_detect_score)
+        order = sorted(range(len(rects)), key=lambda k: (-rects[k].width() * rects[k].height(), k))
+        out = []
+        for k in order:
+            r = rects[k]
+            rect = self._dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
+                                        int(round(r.right() / scale)), int(round(r.bottom() / scale)))
+            if self.p.min_face and np.sqrt(max(rect.width() * rect.height(), 0)) < self.p.min_face:
+                continue
+            pts = self._predict(gray, rect)
+            lb = points_box(pts)
+            size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
+            rc = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
+            lc = (lb[:2] + lb[2:]) / 2
+            out.append((pts, float(scores[k]), np.array([*(rc - lc) / size, rect.width() / size]),
+                        appearance(gray, pts)))
+        return out
+
+    def _track(self, gray: np.ndarray, t: _Track) -> tuple[np.ndarray, float]:
+        lb = points_box(t.prev)
+        size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
+        c = (lb[:2] + lb[2:]) / 2 + t.rect_rel[:2] * size
+        half = t.rect_rel[2] * size / 2
+        rect = self._dlib.rectangle(int(round(c[0] - half)), int(round(c[1] - half)),
+                                    int(round(c[0] + half)), int(round(c[1] + half)))
+        pts = self._predict(gray, rect)
+        if t.reference is not None and float(appearance(gray, pts) @ t.reference) < MIN_APPEARANCE:
+            return pts, 0.0
+        return pts, box_iou(points_box(pts), lb)
+
+    def end_all(self) -> None:
+        """A shot cut (or the end of the video): every track ends; unconfirmed ones are dropped."""
+        for t in self.tracks:
+            if t.tid is None:
+                t.dropped = True
+        self.tracks = []
+
+    def step(self, gray: np.ndarray) -> list[tuple]:
+        """One frame: [(track, points, source, quality, quality_ok)] for the tracks with a face."""
+        active = [t for t in self.tracks if t.prev is not None]
+        results: dict[int, tuple] = {}
+        detect = not active or self.since_detect >= self.p.detect_every
+        if not detect:
+            for t in active:
+                pts, iou = self._track(gray, t)
+                if iou < self.p.min_track_iou:
+                    detect = True  # degraded: re-detect now (every track, this frame)
+                    break
+                results[t.pid] = (t, pts, "track", iou, iou >= CONFIDENT_IOU)
+        if detect:
+            results = {}
+            dets = self.detect_all(gray)
+            pairs = []
+            for ti, t in enumerate(self.tracks):
+                tb = points_box(t.last)
+                for di, (pts, _, _, ref) in enumerate(dets):
+                    iou = box_iou(points_box(pts), tb)
+                    sim = float(ref @ t.reference) if t.reference is not None else 0.0
+                    if iou >= ASSOC_IOU or (t.prev is None and sim >= REID_APPEARANCE):
+                        pairs.append((-(iou + sim), ti, di))
+            used_t, used_d = set(), set()
+            for _, ti, di in sorted(pairs):
+                if ti in used_t or di in used_d:
+                    continue
+                used_t.add(ti)
+                used_d.add(di)
+                t = self.tracks[ti]
+                pts, score, t.rect_rel, t.reference = dets[di]
+                results[t.pid] = (t, pts, "detect", score, score >= CONFIDENT_SCORE)
+            for ti, t in enumerate(self.tracks):
+                if ti not in used_t and t.prev is not None:
+                    # the detector misses turned or blurred faces that tracking still holds
+                    pts, iou = self._track(gray, t)
+                    if iou >= self.p.min_track_iou:
+                        results[t.pid] = (t, pts, "track", iou, iou >= CONFIDENT_IOU)
+            for di, (pts, score, rel, ref) in enumerate(dets):
+                if di not in used_d:
+                    t = _Track(self._pids)
+                    self._pids += 1
+                    t.rect_rel, t.reference = rel, ref
+                    self.tracks.append(t)
+                    results[t.pid] = (t, pts, "detect", score, score >= CONFIDENT_SCORE)
+            self.since_detect = 0
+        else:
+            self.since_detect += 1
+        kept = []
+        for t in self.tracks:
+            r = results.get(t.pid)
+            if r is not None:
+                t.prev = t.last = r[1]
+                t.faces += 1
+                t.lost = 0
+                if t.tid is None and t.faces >= self.p.min_track_frames:
+                    t.tid = self._tids
+                    self._tids += 1
+            else:
+                t.prev = None
+                t.lost += 1
+                if t.tid is None:
+                    t.dropped = True  # an unconfirmed track that loses its face was a false start
+                    continue
+                if t.lost > LOST_FRAMES:
+                    continue
+            kept.append(t)
+        self.tracks = kept
+        return [results[k] for k in sorted(results)]
+
+
 BATCH_FRAMES = 4096  # landmark rows per written batch: memory does not grow with the video
 
 
-def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batch: int = BATCH_FRAMES):
+def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batch: int = BATCH_FRAMES,
+                   info: dict | None = None):
     """Landmarks for every frame of one video as tables of up to `batch` rows, streamed from the
-    decoder (one frame in memory at a time)."""
+    decoder (one frame in memory at a time, plus the few frames an unconfirmed track holds back).
+
+    `info`, if given, receives the video's totals: frames, frames_no_face, tracks, cuts (frame list)."""
     annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
     numbers = frame_numbers(src, n_frames)
-    tracker = FaceTracker(params)
+    single = params.faces == "largest" or bool(annots)  # .pts sources keep their single annotated track
+    tracker = FaceTracker(params) if single else MultiFaceTracker(params)
+    cuts = CutDetector(params.cut_threshold, params.cut_ratio)
+    info = {} if info is None else info
+    info.update(frames=0, frames_no_face=0, tracks=0, cuts=[])
     cols = {k: [] for k in LANDMARKS_SCHEMA.names}
+    pending: list[list] = []  # frames not yet written: [frame, number, cut, [(track, pts, source, quality, ok, sharp)]]
     decoded = 0
+
+    def release(final: bool = False):
+        """Write held frames, in order, once every track they mention is confirmed or dropped."""
+        while pending:
+            i, number, cut, rows = pending[0]
+            if not final and any(r[0] is not None and r[0].tid is None and not r[0].dropped for r in rows):
+                return
+            pending.pop(0)
+            rows = [r for r in rows if r[0] is None or r[0].tid is not None]
+            if not rows or all(r[1] is None for r in rows):
+                rows = [(None, None, rows[0][2] if rows else "none", 0.0, False, float("nan"))]
+                info["frames_no_face"] += 1
+            for t, pts, source, quality, ok, sharp in sorted(rows, key=lambda r: -1 if r[0] is None else r[0].tid):
+                cols["frame"].append(i)
+                cols["frame_number"].append(number)
+                cols["track"].append(None if t is None else t.tid)
+                cols["cut"].append(cut)
+                cols["has_face"].append(pts is not None)
+                cols["source"].append(source)
+                cols["quality"].append(quality)
+                cols["quality_ok"].append(ok)
+                cols["sharpness"].append(sharp)
+                cols["landmarks"].append(pts.reshape(-1).astype(np.float32) if pts is not None else None)
+
     for i, frame in iter_frames(src):
         if i >= len(numbers):  # decoded more than probed: keep the catalog's count authoritative
             break
         decoded += 1
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         number = int(numbers[i])
-        pts = None
-        if number in annots:
-            try:
-                pts = read_pts(annots[number])
-            except PtsError as e:
-                log.warning("%s; falling back to dlib for that frame", e)
-            if pts is not None and pts.shape != (N_POINTS, 2):
-                log.warning("%s: %d points, expected 68; falling back to dlib", annots[number], len(pts))
-                pts = None
-        if pts is not None:
-            tracker.reset(pts, gray)
-            source, quality, ok = "pts", 1.0, True
+        cut = cuts.step(gray)
+        if cut:
+            info["cuts"].append(i)
+        if single:
+            if cut:
+                tracker.reset(None)  # the subject's track ends at a cut: find it again
+            pts = None
+            if number in annots:
+                try:
+                    pts = read_pts(annots[number])
+                except PtsError as e:
+                    log.warning("%s; falling back to dlib for that frame", e)
+                if pts is not None and pts.shape != (N_POINTS, 2):
+                    log.warning("%s: %d points, expected 68; falling back to dlib", annots[number], len(pts))
+                    pts = None
+            if pts is not None:
+                tracker.reset(pts, gray)
+                source, quality, ok = "pts", 1.0, True
+            else:
+                pts, source, quality, ok = tracker.step(gray)
+            if pts is None:
+                rows = [(None, None, source, quality, ok, float("nan"))]
+            else:
+                rows = [(_SUBJECT, pts, source, quality, ok, sharpness(gray, points_box(pts)))]
         else:
-            pts, source, quality, ok = tracker.step(gray)
-        cols["frame"].append(i)
-        cols["frame_number"].append(number)
-        cols["has_face"].append(pts is not None)
-        cols["source"].append(source)
-        cols["quality"].append(quality)
-        cols["quality_ok"].append(ok)
-        cols["sharpness"].append(sharpness(gray, points_box(pts)) if pts is not None else float("nan"))
-        cols["landmarks"].append(pts.reshape(-1).astype(np.float32) if pts is not None else None)
-        if len(cols["frame"]) == batch:
-            yield _table(cols)
-            cols = {k: [] for k in LANDMARKS_SCHEMA.names}
+            if cut:
+                tracker.end_all()
+            rows = [(t, pts, source, quality, ok, sharpness(gray, points_box(pts)))
+                    for t, pts, source, quality, ok in tracker.step(gray)]
+        pending.append([i, number, cut, rows])
+        release()
+        if len(cols["frame"]) >= batch:
+            yield from _batches(cols, batch)
     if not decoded:
         raise VideoError(f"{src.path}: no frame decoded during landmark extraction")
+    if not single:
+        tracker.end_all()
+    release(final=True)
+    info["frames"] = decoded
+    info["tracks"] = 1 if single and info["frames_no_face"] < decoded else (0 if single else tracker._tids)
     if cols["frame"]:
-        yield _table(cols)
+        yield from _batches(cols, batch, final=True)
+
+
+class _Subject:
+    tid, dropped = 0, False
+
+
+_SUBJECT = _Subject()  # faces: largest (and .pts sources): the one track
+
+
+def _batches(cols: dict, batch: int, final: bool = False):
+    while len(cols["frame"]) >= batch or (final and cols["frame"]):
+        part = {k: v[:batch] for k, v in cols.items()}
+        for v in cols.values():
+            del v[:batch]
+        yield _table(part)
 
 
 def _table(cols: dict) -> pa.Table:
@@ -241,32 +496,73 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
     return pa.concat_tables(iter_landmarks(src, params, n_frames))
 
 
-def read_landmarks(path: str | Path) -> dict[str, np.ndarray]:
-    """A landmarks file as arrays: points (F, 68, 2) float32 with NaN where no face, plus columns.
+def read_tracks(path: str | Path) -> dict[int, dict[str, np.ndarray]]:
+    """A landmarks file as one dict of arrays per face track, every array over all F frames of the
+    video: points (F, 68, 2) float32 with NaN where the track has no face, has_face, source
+    ("none" outside the track), quality_ok, sharpness, frame, frame_number, and `cut` (the video's
+    shot cuts, the same in every track). A video without faces gives one faceless track 0.
+    Files written before tracks (no `track` column) read as track 0 without cuts.
 
     Read row group by row group into preallocated arrays, so loading a long video's landmarks
-    costs their final size (0.6 KB per frame), not several copies of them."""
+    costs their final size (0.6 KB per frame and track), not several copies of them."""
     f = pq.ParquetFile(path)
-    n = f.metadata.num_rows
-    out = {"frame": np.empty(n, np.int32), "frame_number": np.empty(n, np.int32),
-           "has_face": np.empty(n, bool), "source": np.empty(n, "<U6"), "quality_ok": np.empty(n, bool),
-           "sharpness": np.empty(n, np.float32), "points": np.full((n, N_POINTS, 2), np.nan, np.float32)}
-    a = 0
+    names = f.schema_arrow.names
+    small = f.read(columns=[c for c in ("frame", "track") if c in names])
+    frame_col = small["frame"].to_numpy(zero_copy_only=False)
+    n = int(frame_col.max()) + 1 if len(frame_col) else 0
+    if "track" in names:
+        track_col = small["track"].to_numpy(zero_copy_only=False)  # float with NaN for null
+        ids = sorted({int(t) for t in track_col[np.isfinite(track_col)]}) if len(track_col) else []
+    else:
+        ids = [0]
+    ids = ids or [0]
+    frame_number = np.full(n, -1, np.int32)
+    cut = np.zeros(n, bool)
+    tracks = {}
+    for t in ids:
+        tracks[t] = {"frame": np.arange(n, dtype=np.int32), "frame_number": frame_number, "cut": cut,
+                     "has_face": np.zeros(n, bool), "source": np.full(n, "none", "<U6"),
+                     "quality_ok": np.zeros(n, bool), "sharpness": np.full(n, np.nan, np.float32),
+                     "points": np.full((n, N_POINTS, 2), np.nan, np.float32)}
     for g in range(f.num_row_groups):
-        t = f.read_row_group(g)
-        b = a + t.num_rows
-        for k in ("frame", "frame_number", "has_face", "quality_ok", "sharpness"):
-            out[k][a:b] = t[k].to_numpy(zero_copy_only=False)
-        out["source"][a:b] = t["source"].to_pylist()
-        o = a  # first frame of the chunk
-        for chunk in t["landmarks"].chunks:  # null slots hold zeros: copy only frames with a face
-            m = len(chunk)
-            vals = chunk.values.to_numpy(zero_copy_only=False).reshape(-1, N_POINTS, 2)[chunk.offset:chunk.offset + m]
-            rows = out["has_face"][o:o + m]
-            out["points"][o:o + m][rows] = vals[rows]
-            o += m
-        a = b
-    return out
+        tab = f.read_row_group(g)
+        fr = tab["frame"].to_numpy(zero_copy_only=False).astype(np.int64)
+        frame_number[fr] = tab["frame_number"].to_numpy(zero_copy_only=False)
+        if "cut" in names:
+            cut[fr] |= tab["cut"].to_numpy(zero_copy_only=False).astype(bool)
+        if "track" in names:
+            tr = tab["track"].to_numpy(zero_copy_only=False)
+            tr = np.where(np.isfinite(tr), tr, -1).astype(np.int64)
+        else:
+            tr = np.zeros(len(fr), np.int64)
+        has = tab["has_face"].to_numpy(zero_copy_only=False).astype(bool)
+        source = np.asarray(tab["source"].to_pylist(), dtype="<U6")
+        ok = tab["quality_ok"].to_numpy(zero_copy_only=False).astype(bool)
+        sharp = tab["sharpness"].to_numpy(zero_copy_only=False).astype(np.float32)
+        pts = tab["landmarks"].combine_chunks()
+        vals = pts.values.to_numpy(zero_copy_only=False).reshape(-1, N_POINTS, 2)[pts.offset:pts.offset + len(pts)]
+        for t, lm in tracks.items():
+            m = tr == t
+            if not m.any():
+                continue
+            rows = fr[m]
+            lm["has_face"][rows] = has[m]
+            lm["source"][rows] = source[m]
+            lm["quality_ok"][rows] = ok[m]
+            lm["sharpness"][rows] = sharp[m]
+            face = m & has
+            lm["points"][fr[face]] = vals[face]
+    return tracks
+
+
+def read_landmarks(path: str | Path, track: int | None = None) -> dict[str, np.ndarray]:
+    """One track of a landmarks file (read_tracks): `track`, or the only one (an error if several)."""
+    tracks = read_tracks(path)
+    if track is None:
+        if len(tracks) > 1:
+            raise ValueError(f"{path}: {len(tracks)} face tracks; name one (read_tracks reads all)")
+        track = next(iter(tracks))
+    return tracks[track]
 
 
 def interocular_error(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -283,9 +579,10 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
     path = Path(out_dir) / f"{vid}.parquet"
     tmp = path.with_suffix(".tmp")
     counts = dict.fromkeys(SOURCES, 0)
+    info: dict = {}
     try:
         with pq.ParquetWriter(tmp, LANDMARKS_SCHEMA, compression="zstd") as writer:
-            for table in iter_landmarks(source_of(video), params, int(video["n_frames"])):
+            for table in iter_landmarks(source_of(video), params, int(video["n_frames"]), info=info):
                 writer.write_table(table)
                 for s in table["source"].to_pylist():
                     counts[s] += 1
@@ -295,9 +592,11 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
             raise
         return {"video_id": vid, "error": f"{video['path']}: landmark extraction failed: {e}"}
     tmp.replace(path)
-    frames = sum(counts.values())
-    stats = {"video_id": vid, "error": None, "frames": frames, "frames_no_face": counts["none"]}
+    frames = info["frames"]
+    stats = {"video_id": vid, "error": None, "frames": frames, "frames_no_face": info["frames_no_face"],
+             "tracks": info["tracks"], "cuts": len(info["cuts"]), "cut_frames": info["cuts"]}
+    # frames_<source>: (frame, track) rows with landmarks from that source
     stats.update({f"frames_{s}": counts[s] for s in SOURCES if s != "none"})
-    log.info("%s: %d frames, %d without a face (%s)", vid, frames, counts["none"],
-             ", ".join(f"{s}={n}" for s, n in counts.items() if n))
+    log.info("%s: %d frames, %d without a face, %d tracks, cuts at %s (%s)", vid, frames, info["frames_no_face"],
+             info["tracks"], info["cuts"], ", ".join(f"{s}={n}" for s, n in counts.items() if n))
     return stats

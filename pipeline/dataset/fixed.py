@@ -1,8 +1,10 @@
 """Fixed-window averaging (CFMD-style): N consecutive sharp frames -> one blurry image.
 
 Windows of every N in `windows` start every `stride` frames (from frame 0; only full windows).
-A window is kept only if each of its frames has a face, the frames are consecutive in the source
-(image sequences may have gaps), and every frame passes the sharpness gate. Rendering (one
+A window is kept only if it spans no shot cut (the landmarks stage's `cut`), each of its frames has a
+face of the same track, the frames are consecutive in the source (image sequences may have gaps), and
+every frame passes the sharpness gate. Every face track of a video gets its own windows (a window
+never mixes tracks); all tracks render in one decode. Rendering (one
 forward decode) is `pipeline.dataset.render`.
 
 The sharpness gate (docs/protocol.md) is the variance of the Laplacian of a grey image, >= a
@@ -72,6 +74,7 @@ class FixedParams:
 class WindowStats:
     considered: int = 0
     kept: int = 0
+    dropped_cut: int = 0  # the window spans a shot cut
     dropped_no_face: int = 0
     dropped_sharpness: int = 0
     dropped_gap: int = 0
@@ -93,23 +96,32 @@ def usable(lm: dict, min_sharpness: float | None) -> tuple[np.ndarray, np.ndarra
 
 
 def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = "",
-                 stats: WindowStats | None = None, source_gate: float | None = None):
+                 stats: WindowStats | None = None, source_gate: float | None = None, track: int | None = None):
     """Windows of a video to render, in order of their first frame (then N), counting every
     decision in `stats`: a generator, so rendering can start before the whole video is planned.
 
-    Windows with a faceless frame or a gap are dropped here; so are windows below `source_gate`
-    (a threshold on the landmarks' source-pixel sharpness). The crop-space gate is the renderer's.
+    Windows across a shot cut, with a faceless frame or a gap are dropped here; so are windows below
+    `source_gate` (a threshold on the landmarks' source-pixel sharpness). The crop-space gate is the
+    renderer's. With `track` (a video of several tracks), only windows that overlap the track's
+    frames are considered, and the sample ids name the track.
     """
     has, sharp, follows = usable(lm, source_gate)
+    cut = lm.get("cut")
     n_frames = len(has)
     stats = WindowStats() if stats is None else stats
+    faces = np.flatnonzero(has)
+    lo, hi = (int(faces[0]), int(faces[-1])) if track is not None and len(faces) else (0, n_frames)
     for s in range(0, n_frames, p.stride):
+        if s > hi:
+            break
         for n in p.windows:
-            if s + n > n_frames:
+            if s + n > n_frames or s + n <= lo:
                 continue
             stats.considered += 1
             seg = slice(s, s + n)
-            if not has[seg].all():
+            if cut is not None and cut[s + 1:s + n].any():
+                stats.dropped_cut += 1
+            elif not has[seg].all():
                 stats.dropped_no_face += 1
             elif not follows[s + 1:s + n].all():
                 stats.dropped_gap += 1
@@ -118,7 +130,7 @@ def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: Cro
             else:
                 frames = tuple(range(s, s + n))
                 box, adjust = window_box(lm, frames, frame_w, frame_h, crop)
-                yield Window(sample_id(video_id, n, s), frames, box, adjust)
+                yield Window(sample_id(video_id, n, s, track), frames, box, adjust, track=track or 0)
 
 
 def plan_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = ""):
@@ -201,8 +213,19 @@ def merge_gate_records(root, method: str, catalog: list[dict], skipped: list[dic
     return path
 
 
-def sample_id(video_id: str, n: int, start: int) -> str:
-    return f"{video_id}-fixed-n{n:02d}-f{start:06d}"
+def sample_id(video_id: str, n: int, start: int, track: int | None = None) -> str:
+    """`<video>-fixed-nNN-fSSSSSS`; in a video of several face tracks `<video>-tTT-fixed-...`."""
+    return f"{video_id}{track_tag(track)}-fixed-n{n:02d}-f{start:06d}"
+
+
+def track_tag(track: int | None) -> str:
+    """The sample-id part naming a face track: empty for a single-track video (ids as before tracks)."""
+    return "" if track is None else f"-t{track:02d}"
+
+
+def as_tracks(lm: dict) -> dict[int, dict]:
+    """A landmarks dict of one track, or {track: dict} of several (read_tracks), as {track: dict}."""
+    return {0: lm} if "points" in lm else lm
 
 
 def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder(),
@@ -213,13 +236,27 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     Windows are planned as the decoder reaches their first frame, so memory holds the open
     windows, not a plan of the whole video. The crop-space gate is decided on the crops being
     averaged (no second decode); a percentile gate in crop space first measures every frame."""
+    import heapq
+
     w_, h_ = int(video["width"]), int(video["height"])
-    threshold = gate_threshold(src, lm, w_, h_, p, crop)
+    tracks = as_tracks(lm)
+    multi = len(tracks) > 1
+    if multi and p.sharpness_percentile is not None:  # one video threshold: every track's frames pooled
+        pooled = {k: np.concatenate([tl[k] for tl in tracks.values()]) for k in ("has_face", "sharpness")}
+        if p.sharpness_space != "source":
+            pooled["sharpness"] = np.concatenate([frame_sharpness(src, tl, w_, h_, crop) for tl in tracks.values()])
+        threshold = float(np.percentile(v, p.sharpness_percentile)) if len(
+            v := pooled["sharpness"][pooled["has_face"] & np.isfinite(pooled["sharpness"])]) else float("inf")
+    else:
+        threshold = gate_threshold(src, next(iter(tracks.values())), w_, h_, p, crop)
     source = p.sharpness_space == "source"
     stats = WindowStats()
-    planned = iter_windows(lm, w_, h_, p, crop, video["video_id"], stats, threshold if source else None)
+    # every track's windows, merged in order of their first frame (a single track: as before)
+    planned = heapq.merge(*(iter_windows(tl, w_, h_, p, crop, video["video_id"], stats,
+                                         threshold if source else None, t if multi else None)
+                            for t, tl in tracks.items()), key=lambda w: w.frames[0])
     renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop, png, p.rounding,
-                        gate=None if source else threshold, measure=True, interp=interp)
+                        gate=None if source else threshold, measure=True, interp=interp, tracks=tracks)
     nxt = next(planned, None)
     if nxt is not None:
         for i, frame in iter_frames(src):
@@ -231,13 +268,13 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
             renderer.push(i, frame)
         if nxt is not None:
             raise VideoError(f"{src.path}: video ended before frame {nxt.frames[0]} "
-                             f"(catalog: {len(lm['has_face'])} frames)")
+                             f"(catalog: {len(next(iter(tracks.values()))['has_face'])} frames)")
     part = renderer.close()
     stats.kept = renderer.kept
     stats.dropped_sharpness += renderer.dropped_sharpness
     stats.crop_shift, stats.crop_pad = renderer.crop_adjust["shift"], renderer.crop_adjust["pad"]
     values = renderer.window_sharpness if not source else [
-        float(np.nanmin(lm["sharpness"][list(w)])) for w in _source_windows(lm, p)]
+        float(np.nanmin(tl["sharpness"][list(w)])) for tl in tracks.values() for w in _source_windows(tl, p)]
     write_gate_record(root, "fixed", video["video_id"], {
         "windows": stats.as_dict(), "space": p.sharpness_space, "percentile": p.sharpness_percentile,
         "measure": "lowest frame sharpness of each window" + (" (crop at output size, window's box)"
@@ -248,8 +285,8 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
 
 def _source_windows(lm: dict, p: FixedParams):
     """Frame ranges of the windows whose frames all have a face (source-space gate values)."""
-    has = lm["has_face"]
+    has, cut = lm["has_face"], lm.get("cut")
     for s in range(0, len(has), p.stride):
         for n in p.windows:
-            if s + n <= len(has) and has[s:s + n].all():
+            if s + n <= len(has) and has[s:s + n].all() and (cut is None or not cut[s + 1:s + n].any()):
                 yield range(s, s + n)

@@ -37,11 +37,12 @@ from pipeline.dataset.framestore import open_store
 DATASET_ROOT = "data/dataset"
 METHODS = ("fixed", "vla")
 SPLITS = ("train", "test")
-STOP_REASONS = ("overlap", "quality", "flow", "max_len", "end")
+STOP_REASONS = ("overlap", "quality", "flow", "max_len", "end", "cut")  # cut: the next frame starts a new shot
 
 REQUIRED = pa.schema([
     ("sample_id", pa.string()),
     ("video_id", pa.string()),
+    ("track_id", pa.int32()),  # the face track within the video (0 in a single-track video); no sample mixes tracks
     ("split", pa.string()),
     ("method", pa.string()),
     ("n_frames", pa.int32()),
@@ -171,6 +172,8 @@ def validate(table: pa.Table, root: str | Path | None = None, seen: _Seen | None
             problems.append(f"{sid}: video {r['video_id']} appears in two splits")
         if r["method"] not in METHODS:
             problems.append(f"{sid}: method {r['method']!r} not in {METHODS}")
+        if r["track_id"] is None or r["track_id"] < 0:
+            problems.append(f"{sid}: track_id must be a track number >= 0")
         if n is None or n < 2 or not (len(fi) == len(u) == len(eye) == n):
             problems.append(f"{sid}: n_frames={n} but {len(fi)} frames, {len(u)} u, {len(eye)} key points")
             continue

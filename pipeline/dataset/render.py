@@ -28,6 +28,7 @@ class Window:
     adjust: str  # none | shift | pad
     stop_reason: str | None = None
     direction: str = "forward"
+    track: int = 0  # the face track whose landmarks made the window (a window never mixes tracks)
 
     @property
     def end(self) -> int:
@@ -63,7 +64,9 @@ class Renderer:
 
     def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, crop: CropParams,
                  png: PngEncoder = PngEncoder(), rounding: str = "truncate", gate: float | None = None,
-                 measure: bool = False, interp: InterpParams = InterpParams()):
+                 measure: bool = False, interp: InterpParams = InterpParams(), tracks: dict | None = None):
+        # `tracks`: {track: landmarks} of a video with several face tracks (each window's `track`)
+        self.tracks = tracks if tracks is not None else {0: lm}
         self.src, self.lm, self.gamma, self.crop, self.rounding = src, lm, gamma, crop, rounding
         self.size = crop.size
         self.gate, self.measure = gate, measure or gate is not None
@@ -157,11 +160,11 @@ class Renderer:
                 acc.add(crop)
                 if i == w.end:
                     frames = sorted(w.frames)
-                    pts = self.lm["points"][frames]
+                    pts = self.tracks[w.track]["points"][frames]
                     sharp_min = self._sharp.pop(k, float("nan"))
                     self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
                                     to_crop_coords(pts, w.box, self.size), w.stop_reason, w.direction,
-                                    landmarks_source=pts, sharpness=sharp_min)
+                                    landmarks_source=pts, sharpness=sharp_min, track_id=w.track)
                     self.window_sharpness.append(sharp_min)
                     self.kept += 1
                     self.crop_adjust[w.adjust] = self.crop_adjust.get(w.adjust, 0) + 1
@@ -204,9 +207,9 @@ class Renderer:
 
 def render(src, video: dict, lm: dict, root, method: str, windows: list[Window], gamma: float,
            crop: CropParams, png: PngEncoder = PngEncoder(), rounding: str = "truncate",
-           interp: InterpParams = InterpParams()):
+           interp: InterpParams = InterpParams(), tracks: dict | None = None):
     """Write `windows` as samples of `method` under `root` in one forward decode; return the rows file."""
-    r = Renderer(src, video, lm, root, method, gamma, crop, png, rounding, interp=interp)
+    r = Renderer(src, video, lm, root, method, gamma, crop, png, rounding, interp=interp, tracks=tracks)
     for w in windows:
         r.add(w)
     last = r.last_needed

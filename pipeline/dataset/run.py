@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.dataset.ingest import source_of, with_absolute_paths
-from pipeline.dataset.landmarks import read_landmarks
+from pipeline.dataset.landmarks import read_tracks
 from pipeline.dataset.parallel import map_videos
 from pipeline.dataset.counts import counts_by
 from pipeline.dataset.samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
@@ -40,9 +40,10 @@ def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, *
     lm_path = landmarks_file(landmarks_dir, vid)
     if not lm_path.is_file():
         return vid, None, {}, f"{vid}: no landmarks file ({lm_path}); the landmarks stage skipped it"
-    lm = read_landmarks(lm_path)
-    if not lm["has_face"].any():
+    tracks = read_tracks(lm_path)  # {track: landmarks}; windows never mix tracks
+    if not any(t["has_face"].any() for t in tracks.values()):
         return vid, None, {}, f"{vid}: no face in any frame"
+    lm = tracks if len(tracks) > 1 else next(iter(tracks.values()))
     try:
         part, stats = build(source_of(video), video, lm, Path(root), **kwargs)
     except Exception as e:  # a bad input: report, clean up, go on; anything else fails the stage

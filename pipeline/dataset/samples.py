@@ -21,6 +21,7 @@ from pipeline.dataset.pngio import PngEncoder
 SAMPLES_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
     ("video_id", pa.string()),
+    ("track_id", pa.int32()),  # face track of the video (landmarks stage); 0 in a single-track video
     ("split", pa.string()),
     ("method", pa.string()),
     ("direction", pa.string()),  # forward | reverse (VLA's reverse pass)
@@ -86,7 +87,7 @@ class SampleWriter:
 
     def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
             landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward",
-            landmarks_source: np.ndarray | None = None, sharpness: float = float("nan")) -> None:
+            landmarks_source: np.ndarray | None = None, sharpness: float = float("nan"), track_id: int = 0) -> None:
         rel = f"{self.blurry_rel}/{sample_id}.png"
         if not self.count and not self.rows:  # the first sample (its frames are stored once decided)
             (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
@@ -94,6 +95,7 @@ class SampleWriter:
         self.rows.append({
             "sample_id": sample_id,
             "video_id": self.video["video_id"],
+            "track_id": int(track_id),
             "split": self.video["split"],
             "method": self.method,
             "direction": direction,

@@ -26,6 +26,7 @@ flow     Dense optical flow (OpenCV DIS) between the last frame and the new one 
            cos(v, m) < `reversal_cos`, counted only when |v| and |m| are >= `min_step`.
          Lowering `max_step` / `max_residual` or raising `reversal_cos` shortens windows.
 max_len  The window reached `max_len` frames.
+cut      The next frame starts a new shot (the landmarks stage's `cut`): no window spans a cut.
 end      The next frame does not exist or is unusable: end of the video, no face, below the
          sharpness gate (`min_sharpness`), or a gap in an image sequence.
 
@@ -40,6 +41,10 @@ Windows shorter than `min_len` are dropped and counted. The next window starts a
 the last one (`start: after_end`) or every `stride` frames (`start: stride`). With `reverse`,
 the clip is also parsed backwards (as the paper does for more pairs), skipping windows whose
 frames equal a forward window's.
+
+Every face track of a video is parsed on its own (a window never mixes tracks). A single-track video
+streams its windows to the renderer as they are decided; several tracks are planned track by track,
+then rendered in one decode.
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ import numpy as np
 
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.manifest import STOP_REASONS
-from pipeline.dataset.fixed import SHARPNESS_SPACES, sharpness_summary, usable, write_gate_record
+from pipeline.dataset.fixed import SHARPNESS_SPACES, as_tracks, sharpness_summary, track_tag, usable, write_gate_record
 from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
@@ -221,6 +226,7 @@ class _Usable:
 def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: int, p: VLAParams):
     """Grow a window from frame s in direction d (+1 / -1); return (frames, stop_reason)."""
     pts = an.lm["points"]
+    cut = an.lm.get("cut")
     n = len(ok)
     seq = [s]
     first_box = an.own_box(s)
@@ -231,7 +237,11 @@ def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: i
         if len(seq) == p.max_len:
             return seq, "max_len"
         last, t = seq[-1], seq[-1] + d
-        if not 0 <= t < n or not ok[t] or not follows[max(last, t)]:
+        if not 0 <= t < n:
+            return seq, "end"
+        if cut is not None and cut[max(last, t)]:
+            return seq, "cut"
+        if not ok[t] or not follows[max(last, t)]:
             return seq, "end"
         crop_t = an.analysis_crop(t, first_box).astype(np.float64)
         v, residual = an.flow_step(last, t) if p.flow else (np.zeros(2), 0.0)
@@ -255,12 +265,14 @@ def grow_window(an: _Analyzer, ok: np.ndarray, follows: np.ndarray, s: int, d: i
         motion += v
 
 
-def sample_id(video_id: str, frames, direction: str) -> str:
+def sample_id(video_id: str, frames, direction: str, track: int | None = None) -> str:
+    """`<video>-vla-fAAAAAA-BBBBBB`; in a video of several face tracks `<video>-tTT-vla-...`."""
     tag = "f" if direction == "forward" else "r"
-    return f"{video_id}-vla-{tag}{min(frames):06d}-{max(frames):06d}"
+    return f"{video_id}{track_tag(track)}-vla-{tag}{min(frames):06d}-{max(frames):06d}"
 
 
-def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, renderer: Renderer | None = None):
+def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, renderer: Renderer | None = None,
+                 track: int | None = None):
     """Decide every VLA window of a video (reads frames through a bounded cache).
 
     With a `renderer` and no reverse pass, each window is rendered as soon as it is decided,
@@ -294,8 +306,8 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
                     if p.reverse:
                         seen.add(frames)
                     box, adjust = window_box(lm, frames, w_, h_, crop)
-                    window = Window(sample_id(video["video_id"], frames, direction), frames, box, adjust,
-                                    reason, direction)
+                    window = Window(sample_id(video["video_id"], frames, direction, track), frames, box, adjust,
+                                    reason, direction, track or 0)
                     stats["windows"] += 1
                     stats[f"stop_{reason}"] += 1
                     if stream:
@@ -324,11 +336,23 @@ def build_video(src, video: dict, lm: dict, root, p: VLAParams, crop: CropParams
                 interp: InterpParams = InterpParams()):
     """Write one video's VLA samples under `root`/vla; return (rows file | None, stats).
     `interp`: frame interpolation and exposure before averaging (the stop conditions see real frames)."""
-    if p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
+    tracks = as_tracks(lm)
+    if len(tracks) > 1:  # several face tracks: plan each, then render them all in one pass
+        windows, stats = [], {}
+        for t, tl in tracks.items():
+            w_t, s_t = plan_windows(src, video, tl, p, crop, track=t)
+            windows += w_t
+            for k, v in s_t.items():
+                stats[k] = stats.get(k, [] if k == "_sharpness" else 0) + v
+        windows.sort(key=lambda w: (min(w.frames), w.track, w.sample_id))
+        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding, interp, tracks=tracks)
+    elif p.reverse:  # reverse windows can reach back to any frame: plan all, then render in one pass
+        lm = tracks[next(iter(tracks))]
         windows, stats = plan_windows(src, video, lm, p, crop)
-        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding, interp)
+        part = render(src, video, lm, root, "vla", windows, p.gamma, crop, png, p.rounding, interp, tracks=tracks)
     else:
-        renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop, png, p.rounding, interp=interp)
+        lm = tracks[next(iter(tracks))]
+        renderer = Renderer(src, video, lm, root, "vla", p.gamma, crop, png, p.rounding, interp=interp, tracks=tracks)
         _, stats = plan_windows(src, video, lm, p, crop, renderer)
         part = renderer.close()
     values = stats.pop("_sharpness")

@@ -23,6 +23,8 @@ def summary(table: pa.Table, ingest: dict, landmarks: dict) -> dict:
         "videos": {"used": int(ingest.get("videos", 0)), "rejected": int(ingest.get("videos_rejected", 0)),
                    "without_face": int(landmarks.get("videos_without_face", 0))},
         "frames": {"total": int(landmarks.get("frames", 0)), "without_face": int(landmarks.get("frames_no_face", 0))},
+        "tracks": {"total": int(landmarks.get("tracks", 0)), "cuts": int(landmarks.get("cuts", 0)),
+                   "with_samples": len(track_counts(table))},
     }
     vla = table.filter(pc.equal(table["method"], "vla"))
     lengths = vla["n_frames"].to_numpy()
@@ -39,6 +41,16 @@ def summary(table: pa.Table, ingest: dict, landmarks: dict) -> dict:
     return out
 
 
+def track_counts(table: pa.Table) -> dict[tuple[str, int], dict[str, int]]:
+    """Samples per face track: {(video_id, track_id): {method: count}}, in video then track order."""
+    out: dict[tuple[str, int], dict[str, int]] = {}
+    cols = table.select(["video_id", "track_id", "method"]).to_pydict() if table.num_rows else {}
+    for v, t, m in zip(cols.get("video_id", []), cols.get("track_id", []), cols.get("method", [])):
+        c = out.setdefault((v, int(t)), dict.fromkeys(METHODS, 0))
+        c[m] = c.get(m, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def write_plots(table: pa.Table, out_dir: Path) -> None:
     """CSV tables that dvc.yaml declares as plots (histograms, stop reasons, blur strength)."""
     rows = table.select(["sample_id", "method", "n_frames", "stop_reason", "motion"]).to_pylist()
@@ -50,6 +62,9 @@ def write_plots(table: pa.Table, out_dir: Path) -> None:
         write_csv(out_dir / f"n_frames_{m}.csv", ["n_frames", "samples"], sorted(counts.items()))
     reasons = [r["stop_reason"] for r in rows if r["method"] == "vla"]
     write_csv(out_dir / "stop_reasons.csv", ["stop_reason", "samples"], [(s, reasons.count(s)) for s in STOP_REASONS])
+    # samples per face track (a video's tracks: landmarks stage; track 0 only in single-face videos)
+    write_csv(out_dir / "tracks.csv", ["track", "video_id", "track_id", *METHODS],
+              [(f"{v}/t{t:02d}", v, t, *(c[m] for m in METHODS)) for (v, t), c in track_counts(table).items()])
     write_csv(out_dir / "blur_strength.csv", ["sample_id", "method", "n_frames", "motion"],
                [(r["sample_id"], r["method"], r["n_frames"], round(r["motion"], 4)) for r in rows])
 
@@ -60,7 +75,8 @@ def contact_sheet(rows: list[dict], root) -> list[list[Cell]]:
     for r in rows:
         blurry, sharp = load_sample(r, root)
         start = r["start_frame"]
-        cells.append([(blurry, f"blurry N={r['n_frames']}")]
+        track = f" track {r['track_id']}" if r.get("track_id") else ""
+        cells.append([(blurry, f"blurry N={r['n_frames']}{track}")]
                      + [(s, f"u={u:.2f} t={f - start}") for s, u, f in zip(sharp, r["u"], r["frame_indices"])])
         order = np.argsort(r["frame_indices"], kind="stable")
         cells.append([(np.zeros_like(blurry), r["stop_reason"] or "temporal")]
@@ -69,9 +85,22 @@ def contact_sheet(rows: list[dict], root) -> list[list[Cell]]:
 
 
 def pick_examples(table: pa.Table, method: str, k: int = 4) -> list[dict]:
-    """A deterministic spread: the samples at evenly spaced ranks of blur strength (motion)."""
+    """A deterministic spread: the samples at evenly spaced ranks of blur strength (motion). With
+    several face tracks, the sheet shows as many tracks as it has rows: each track's spread is
+    taken in turn (round robin), then ordered by motion."""
     rows = sorted((r for r in table.to_pylist() if r["method"] == method), key=lambda r: (r["motion"], r["sample_id"]))
-    return spread(rows, k)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["video_id"], r.get("track_id", 0)), []).append(r)
+    if not any(t for _, t in groups):  # one track per video: as before tracks
+        return spread(rows, k)
+    picks = [spread(g, k) for g in groups.values()]
+    chosen = []
+    for i in range(k):
+        for g in picks:
+            if i < len(g) and len(chosen) < k:
+                chosen.append(g[i])
+    return sorted(chosen, key=lambda r: (r["motion"], r["sample_id"]))
 
 
 def write_sheets(table: pa.Table, root, out_dir: Path, k: int = 4) -> list[Path]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import GRID, TEST_DATA, WEBCAM, read_frames, run_stages, write_clip
-from pipeline.dataset.landmarks import read_landmarks
+from pipeline.dataset.landmarks import read_landmarks, read_tracks
 from pipeline.dataset.manifest import MANIFEST_SCHEMA, load_sample, read_manifests, validate
 from pipeline.dataset.pts import PtsError, read_pts
 from pipeline.dataset.video import VideoError, VideoSource, discover, probe
@@ -470,8 +470,12 @@ def test_frames_where_the_face_vanishes_are_counted_and_not_averaged(tmp_path):
     src.mkdir()
     write_clip(src / "cut.avi", frames)
     run_stages(tmp_path / "work", src, OVERRIDES)
-    lm = read_landmarks(tmp_path / "work/data/landmarks/cut.parquet")
-    assert not lm["has_face"][30:45].any(), "".join(lm["source"][30:45])
+    # the cuts to and from black (frames 30 and 45) end the face's track: one track before, one after
+    tracks = read_tracks(tmp_path / "work/data/landmarks/cut.parquet")
+    assert len(tracks) == 2
+    for lm in tracks.values():
+        assert not lm["has_face"][30:45].any(), "".join(lm["source"][30:45])
+        assert lm["cut"][30] and lm["cut"][45]
     assert _json(tmp_path / "work/metrics/landmarks.json")["frames_no_face"] == 15
     table = read_manifests(tmp_path / "work/data/dataset", method="fixed")
     used = {f for fi in table["frame_indices"].to_pylist() for f in fi}

@@ -21,7 +21,7 @@ from pipeline.models.cfmd.task import CFMDConfig, CFMDTask, cfmd_sheet, config_r
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
-from pipeline.train.loop import fit
+from pipeline.train.loop import fit, stopped_exit
 from pipeline.sheets import sheet_rows
 
 SECTION = "train_cfmd"
@@ -57,8 +57,7 @@ def main(args):
                      extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
         if not result.completed:
             ddp.shutdown(env)
-            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
-                             "rerun to resume")
+            raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
             record = config_record(cfg)

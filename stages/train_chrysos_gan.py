@@ -20,7 +20,7 @@ from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask, chrys
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
-from pipeline.train.loop import fit
+from pipeline.train.loop import fit, stopped_exit
 from pipeline.sheets import sheet_rows
 
 SECTION = "train_chrysos_gan"
@@ -56,8 +56,7 @@ def main(args):
                                                         hourglass=checkpoint.file_digest(args.hourglass)))
         if not result.completed:
             ddp.shutdown(env)
-            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
-                             "rerun to resume")
+            raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
             record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,

@@ -18,7 +18,7 @@ from pipeline.models.chrysos.task import HourglassConfig, HourglassTask, chrysos
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
-from pipeline.train.loop import fit
+from pipeline.train.loop import fit, stopped_exit
 from pipeline.sheets import sheet_rows
 
 SECTION = "train_chrysos_hg"
@@ -51,8 +51,7 @@ def main(args):
                                                         world_size=env.world_size))
         if not result.completed:
             ddp.shutdown(env)
-            raise SystemExit(f"{SECTION}: stopped at step {result.step}; checkpoint in {args.checkpoints}, "
-                             "rerun to resume")
+            raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
             save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass}, task.modules)

@@ -18,6 +18,8 @@ A resumed run therefore sees exactly the items the uninterrupted run would have 
 from __future__ import annotations
 
 import random
+import signal
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -129,18 +131,45 @@ class EpochSampler(Sampler):
             yield order[position], item_seed(self.seed, self.epoch, position)
 
 
-def _seed_worker(worker_id: int) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _init_worker(worker_id: int) -> None:
+    """Seed the worker, and leave SIGINT / SIGTERM to the main process.
+
+    Ctrl-C, `timeout` and schedulers signal the whole process group; a worker must outlive the
+    signal so the main process can finish its step and save a checkpoint (a dead worker makes
+    the DataLoader raise in the main process). PyTorch's workers terminate on SIGTERM (a C
+    handler); ignoring it here, after that handler is installed, discards a signal that arrived
+    while the worker was starting (`start_workers` forks with both signals blocked)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
 
 
+def start_workers(loader: DataLoader):
+    """`iter(loader)`, with SIGINT / SIGTERM blocked in this thread while workers are started, so a
+    new worker cannot die of a signal before `_init_worker` ignores it. (A signal meanwhile is not
+    lost: it is delivered to this process once unblocked.)"""
+    if loader.num_workers == 0 or threading.current_thread() is not threading.main_thread():
+        return iter(loader)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def make_loader(dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int, seed: int,
                 pin_memory: bool = False) -> DataLoader:
-    """Batches of `batch_size` items in the sampler's order; seeded workers."""
+    """Batches of `batch_size` items in the sampler's order; seeded workers that ignore SIGINT and
+    SIGTERM (iterate it with `start_workers`)."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
-        persistent_workers=num_workers > 0, worker_init_fn=_seed_worker, pin_memory=pin_memory,
+        persistent_workers=num_workers > 0, worker_init_fn=_init_worker, pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
     )
 

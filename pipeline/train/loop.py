@@ -5,6 +5,9 @@ optimisation step on a batch; `fit` does the rest: resume, seeded epochs over th
 items, augmentation on the device, lr decay once per epoch, the DVCLive log (`TrainLog`, rank
 0 only, continued on resume) and progress bar, periodic checkpoints (registered as artifacts),
 and a clean stop (checkpoint, then return) on SIGINT / SIGTERM or after `stop_after` steps.
+The signal may come to the whole process group (Ctrl-C, `timeout`, a scheduler, `dvc repro`'s
+group): the DataLoader workers ignore it (`data.start_workers`), the main process finishes the
+step in progress, saves, and the stage exits with `stopped_exit` (128 + the signal number).
 `live` is a `TrainLog` the caller ends (to log the sample sheet and weights after training) or a
 directory for a log that `fit` opens and ends itself.
 
@@ -32,7 +35,8 @@ from pipeline.train import checkpoint
 from pipeline.train import ddp
 from pipeline.train.augment import RandomScaleCrop
 from pipeline.train.config import LoopConfig, RuntimeConfig
-from pipeline.train.data import AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader
+from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,
+                                 start_workers)
 from pipeline.models.device import Runtime
 from pipeline.train.log import TrainLog
 
@@ -59,6 +63,7 @@ class FitResult:
     losses: dict = field(default_factory=dict)  # the last log row's mean losses
     seconds: float = 0.0  # this process's training time (excludes a resumed run's earlier part)
     images_per_s: float = 0.0  # training images per second over all processes
+    signal: int | None = None  # the signal (SIGINT / SIGTERM) that stopped the run, if one did
 
     def metadata(self) -> dict:
         return dict(self.__dict__)
@@ -69,6 +74,7 @@ class _StopRequest:
 
     def __init__(self):
         self.requested = False
+        self.signum: int | None = None
         self._previous = {}
 
     def __enter__(self):
@@ -80,10 +86,33 @@ class _StopRequest:
     def _handle(self, signum, frame):
         log.warning("signal %s: stopping after this step and saving a checkpoint", signum)
         self.requested = True
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stopped_exit(stage: str, result: FitResult, checkpoint_dir) -> SystemExit:
+    """What a stage raises when `fit` stopped early (checkpoint saved): a SystemExit whose status
+    is 128 + the signal number after SIGINT / SIGTERM (130 / 143, as a shell reports a process
+    killed by it), else 1 with the message; never 0, so DVC does not record the stage as done."""
+    message = f"{stage}: stopped at step {result.step}; checkpoint in {checkpoint_dir}, rerun to resume"
+    if result.signal is None:
+        return SystemExit(message)
+    log.error("%s (signal %d)", message, result.signal)
+    return SystemExit(128 + result.signal)
+
+
+def _quietly(call, *args, **kwargs) -> None:
+    """A progress-bar call that cannot stop training: when the terminal's reader is gone (a pipe
+    whose other end died with the group, e.g. `dvc repro | tee`), the bar goes silent instead."""
+    try:
+        call(*args, **kwargs)
+    except OSError:
+        bar = getattr(call, "__self__", None)
+        if bar is not None:
+            bar.disable = True
 
 
 def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int) -> int:
@@ -144,7 +173,20 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         while step < total and not stopped:
             epoch, within = divmod(step, per_epoch)
             sampler.set_epoch(epoch, within * loop.batch_size)
-            for items in loader:
+            batches = start_workers(loader)
+            while True:
+                try:
+                    items = next(batches)
+                except StopIteration:
+                    break
+                except RuntimeError as e:  # a DataLoader worker died
+                    if not (stop.requested and not env.active):
+                        raise
+                    # Nothing of the next step has run: the state is step `step`'s; keep it.
+                    log.warning("data loader failed after the stop signal (%s); saving step %d", e, step)
+                    stopped = True
+                    save(step)
+                    break
                 batch = Batch.from_items(items, runtime.device)
                 generator = torch.Generator().manual_seed(derive_seed(loop.seed, AUGMENT, env.rank, step))
                 batch = augment(batch, generator)
@@ -162,9 +204,9 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                     row = {k: float(v) for k, v in means.items()}
                     lr = first_opt.param_groups[0]["lr"]
                     trainlog.write({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr, **row})
-                    bar.set_postfix({k: f"{row[k]:.4g}" for k in shown if k in row}, refresh=False)
+                    _quietly(bar.set_postfix, {k: f"{row[k]:.4g}" for k in shown if k in row}, refresh=False)
                     sums, count = {}, 0
-                bar.update(1)
+                _quietly(bar.update, 1)
                 done = step >= total
                 stopped = not done and ddp.any_rank(stop.requested or (stop_after is not None and step >= stop_after),
                                                     env, runtime.device)
@@ -172,7 +214,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                     save(step)
                 if done or stopped:
                     break
-    bar.close()
+    _quietly(bar.close)
     if own_log:
         trainlog.end()
     seconds = time.perf_counter() - started
@@ -182,4 +224,5 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     ddp.barrier(env)
     trained = step - start
     return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(trainlog.last), seconds,
-                     trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0)
+                     trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0,
+                     signal=None if completed else stop.signum)

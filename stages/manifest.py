@@ -12,7 +12,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--samples", nargs="+", required=True, help="samples.parquet of each averaging method")
     p.add_argument("--root", default="data/dataset")
-    p.add_argument("--metrics", default="metrics/dataset.json")
+    p.add_argument("--metrics", default="metrics/dataset.json", help="samples per split and method (a DVC metric)")
+    p.add_argument("--by-n", default="metrics/dataset_by_n.json", help="samples per split, method and N (a data file)")
     return p
 
 
@@ -33,8 +34,10 @@ def main(args):
     write_json(args.metrics, {
         "samples": {"total": sum(counts.values()), **nested_counts(by_method, "split", "method")},
         "sharp_frames": sum(int(k[2]) * n for k, n in counts.items()),
-        "by_n": nested_counts(counts, "split", "method", "n_frames"),
     })
+    # per N: a plain file, not a DVC metric (dozens of keys would widen `dvc metrics show`)
+    write_json(getattr(args, "by_n", None) or Path(args.metrics).with_name("dataset_by_n.json"),
+               {"by_n": nested_counts(counts, "split", "method", "n_frames")})
     print(f"manifest: {writer.rows} samples -> {', '.join(str(p) for p in written)}")
 
 

@@ -63,7 +63,8 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
     """Run the data stages in `workdir` on videos under `source`; return the dataset root."""
     from stages import blur_fixed, blur_vla, ingest, landmarks, manifest
 
-    params = deep_update(repo_params(), {"ingest": {"source": str(source)}, "compute": {"n_jobs": 1}})
+    # the repository's ingest.test_videos names the embedded samples; a scratch source gets the hashed split
+    params = deep_update(repo_params(), {"ingest": {"source": str(source), "test_videos": []}, "compute": {"n_jobs": 1}})
     params = deep_update(params, overrides or {})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
@@ -85,7 +86,8 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
         if "manifest" in stages:
             methods = [m for m in ("fixed", "vla") if f"blur_{m}" in stages]
             manifest.main(ns(samples=[f"data/dataset/{m}/samples.parquet" for m in methods],
-                             root="data/dataset", metrics="metrics/dataset.json"))
+                             root="data/dataset", metrics="metrics/dataset.json",
+                             by_n="metrics/dataset_by_n.json"))
     finally:
         os.chdir(cwd)
     return workdir / "data" / "dataset"

@@ -56,7 +56,7 @@ def test_repro_then_noop_then_sweep(project):
         assert f"Running stage '{stage}'" in log
     assert {"fixed-test.parquet", "fixed-train.parquet", "vla-train.parquet"} <= \
         {p.name for p in (project / "data/dataset/manifests").iterdir()}
-    before = json.loads((project / "metrics/dataset.json").read_text())
+    before = json.loads((project / "metrics/dataset_by_n.json").read_text())
     assert before["by_n"]["train"]["fixed"]["N09"] > 0
 
     log = _run(["dvc", "repro", DATA_TARGET], project)
@@ -65,7 +65,7 @@ def test_repro_then_noop_then_sweep(project):
     _run("git add -A && git commit -qm base", project)
     log = _run(["dvc", "exp", "run", DATA_TARGET, "-S", "blur.fixed.windows=[5]"], project)
     assert ran_stages(log) == {"blur_fixed", "manifest"}
-    after = json.loads((project / "metrics/dataset.json").read_text())
+    after = json.loads((project / "metrics/dataset_by_n.json").read_text())
     assert "N09" not in after["by_n"]["train"]["fixed"]
     assert after["by_n"]["train"]["fixed"]["N05"] == before["by_n"]["train"]["fixed"]["N05"]
     diff = _run(["dvc", "metrics", "diff", "--json"], project)

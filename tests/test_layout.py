@@ -113,7 +113,7 @@ def test_evaluation_imports_no_training_code(module):
 DATA_HALF = [p for p in python_modules("pipeline/dataset")] + [
     REPO / f for f in ("pipeline/sheets.py", "pipeline/stage.py", "pipeline/manifest.py", "stages/ingest.py",
                        "stages/landmarks.py", "stages/blur_fixed.py", "stages/blur_vla.py", "stages/manifest.py",
-                       "stages/report.py")]
+                       "stages/report.py", "pipeline/summary.py", "stages/summary.py")]  # summary: torch-free too
 
 
 def test_the_data_half_is_torch_free():

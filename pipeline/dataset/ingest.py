@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import logging
 from dataclasses import asdict
@@ -29,16 +30,38 @@ CATALOG_SCHEMA = pa.schema([
 ])
 
 
-def assign_split(video_id: str, test_videos: list[str], test_fraction: float, salt: str) -> str:
-    """Explicit test list when given (e.g. the 300VW 9-video list), else a hashed fraction.
+def split_hash(video_id: str, salt: str) -> float:
+    """The video's position in [0, 1) of the hashed order (sha256 of `salt:video_id`)."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{video_id}".encode()).digest()[:8], "big") / 2**64
 
-    Hashing the id (not the position in the folder) keeps a video's split fixed when others
-    are added or removed; a split is per video, so no video can span two splits.
+
+def n_test_videos(n_videos: int, test_fraction: float) -> int:
+    """How many of `n_videos` go to the test split: round(fraction x n), halves up, but at least
+    one test and one train video whenever the fraction is strictly between 0 and 1 and there are
+    two or more videos (17 videos at 0.2 -> 3; 3 at 0.2 -> 1; 1 at 0.2 -> 0)."""
+    k = math.floor(test_fraction * n_videos + 0.5)
+    if n_videos >= 2 and 0 < test_fraction < 1:
+        k = min(max(k, 1), n_videos - 1)
+    return max(0, min(k, n_videos))
+
+
+def assign_splits(video_ids: list[str], test_videos: list[str], test_fraction: float,
+                  salt: str) -> dict[str, str]:
+    """{video_id: "train" | "test"}: the explicit test list when given (e.g. the 300VW 9-video
+    list; it wins over the fraction), else the videos ranked by the hash of `salt:id` and the
+    first n_test_videos(n, fraction) of them taken as test, so the fraction is exact even for a
+    small folder (a per-video hash threshold gave 1 test video of 17 at 0.2).
+
+    Hashing the id (not the position in the folder) keeps the order fixed when videos are added
+    or removed: each addition moves at most the videos at the boundary of the ranking. A split is
+    per video, so no video can span two splits.
     """
     if test_videos:
-        return "test" if video_id in set(map(str, test_videos)) else "train"
-    h = int.from_bytes(hashlib.sha256(f"{salt}:{video_id}".encode()).digest()[:8], "big")
-    return "test" if h / 2**64 < test_fraction else "train"
+        explicit = set(map(str, test_videos))
+        return {v: "test" if v in explicit else "train" for v in video_ids}
+    ranked = sorted(video_ids, key=lambda v: (split_hash(v, salt), v))
+    test = set(ranked[:n_test_videos(len(ranked), test_fraction)])
+    return {v: "test" if v in test else "train" for v in video_ids}
 
 
 def _probe_one(src: VideoSource, image_fps: float):
@@ -61,13 +84,25 @@ def build_catalog(source: str, params: dict, n_jobs: int = 1) -> tuple[pa.Table,
                          image_fps=float(params.get("image_fps", 30.0)))
     rows = []
     test_videos = [str(v) for v in params.get("test_videos") or []]
+    usable = []
     for src, (_, info, err) in zip(sources, results):
         if err is not None:
             log.warning("rejected %s", err)
             rejects.append({"path": src.path, "reason": err})
             continue
-        split = assign_split(src.video_id, test_videos, float(params.get("test_fraction", 0.2)),
-                             str(params.get("split_salt", "split-v1")))
+        usable.append((src, info))
+    ids = [src.video_id for src, _ in usable]
+    if test_videos and not set(test_videos) & set(ids):
+        # a list for another folder (params.yaml's names the embedded samples): no test split at all
+        # would leave nothing to evaluate, so the hashed fraction applies
+        log.warning("ingest.test_videos names none of the %d videos under %s: using the hashed "
+                    "test_fraction instead (set test_videos: [] to silence this)", len(ids), source)
+        test_videos = []
+    # the split ranks the usable videos together (an exact fraction), so it is drawn after probing
+    splits = assign_splits(ids, test_videos,
+                           float(params.get("test_fraction", 0.2)), str(params.get("split_salt", "split-v1")))
+    for src, info in usable:
+        split = splits[src.video_id]
         log.info("%s: %d frames %dx%d @ %.2f fps -> %s", src.video_id, info.n_frames,
                  info.width, info.height, info.fps, split)
         rows.append({**asdict(src), "split": split, **asdict(info)})

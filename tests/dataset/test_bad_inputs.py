@@ -25,8 +25,11 @@ from pipeline.dataset.pts import PtsError, read_pts
 from pipeline.dataset.video import VideoError, VideoSource, discover, probe
 
 # Small but real: one window length, every 5th frame, no sharpness gate (a few seconds a run).
-OVERRIDES = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}}}
 GOOD_ID = "bbaf2n"
+# the split is pinned: a hashed one ranks the usable videos together, so the mixed and the clean
+# run (other videos beside the good clip, or none) would draw it differently
+OVERRIDES = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}},
+             "ingest": {"test_videos": [GOOD_ID]}}
 GOOD_FRAMES = 75  # GRID clips: 75 frames, 360x288, 25 fps
 
 

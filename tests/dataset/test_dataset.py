@@ -114,7 +114,8 @@ def test_metrics_count_what_the_manifests_hold(small_run, rows):
     metrics = json.loads((small_run.parents[1] / "metrics/dataset.json").read_text())
     assert metrics["samples"]["total"] == len(rows)
     n9_train = sum(1 for r in rows if r["split"] == "train" and r["n_frames"] == 9 and r["method"] == "fixed")
-    assert metrics["by_n"]["train"]["fixed"]["N09"] == n9_train
+    by_n = json.loads((small_run.parents[1] / "metrics/dataset_by_n.json").read_text())["by_n"]
+    assert by_n["train"]["fixed"]["N09"] == n9_train and "by_n" not in metrics  # per N: a data file, not a metric
     ingest = json.loads((small_run.parents[1] / "metrics/ingest.json").read_text())
     assert ingest == {"frames": 270, "videos": 3, "videos_rejected": 0, "videos_test": 1, "videos_train": 2}
 

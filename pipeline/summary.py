@@ -1,0 +1,106 @@
+"""The headline metrics (`metrics/summary.json`): the few numbers people compare first, under
+short flat keys, so `dvc metrics show metrics/summary.json` (one column per key) fits a
+160-column terminal. The detail stays in the stages' own JSON files, the per-N CSVs and plots
+(docs/evaluation.md, docs/sweeps.md).
+
+Keys (null where the source file or entry is missing, e.g. a method not evaluated):
+
+  n.train, n.test       samples per split, fixed + VLA (metrics/dataset.json)
+  cfmd.psnr, .ssim      CFMD-GAN on its main table (every FMR frame at its u) over all N
+  cfmd.gain             cfmd.psnr minus the blurry input's PSNR on the same pairs, dB
+  chrysos.psnr, .ssim   Chrysos et al. (step-2 GAN) on the middle frame over all N
+  chrysos.gain          chrysos.psnr minus the blurry input's PSNR on the same pairs, dB
+  time.cfmd             training seconds of train_cfmd
+  time.chrysos          training seconds of train_chrysos_hg + train_chrysos_gan
+
+Scores are the fixed-window test samples' (the VLA ones when no fixed sample was scored).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+# The main table of each model (pipeline/eval/config.py MAIN_TABLE; repeated here so this module
+# stays torch-free, tests/eval/test_summary.py checks they agree) and the baseline system's name.
+MAIN_TABLE = {"cfmd": "all_u", "chrysos": "middle"}
+BASELINE = "blurry"
+METHODS = ("fixed", "vla")  # the first one scored is reported
+# the widest the one-row table of `dvc metrics show metrics/summary.json` may be
+MAX_COLUMNS = 160
+
+
+def _get(tree: Mapping | None, *path: str) -> Any:
+    node: Any = tree
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _round(value: Any, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def model_scores(model: str, evaluation: Mapping | None) -> dict[str, float | None]:
+    """{psnr, ssim, gain} of `model` on its main table, all N, from metrics/eval_<model>.json."""
+    table = MAIN_TABLE[model]
+    for method in METHODS:
+        ours = _get(evaluation, method, table, model, "all")
+        base = _get(evaluation, method, table, BASELINE, "all")
+        if ours and ours.get("psnr") is not None:
+            gain = None if not base or base.get("psnr") is None else ours["psnr"] - base["psnr"]
+            return {"psnr": _round(ours["psnr"], 2), "ssim": _round(ours.get("ssim"), 4), "gain": _round(gain, 2)}
+    return {"psnr": None, "ssim": None, "gain": None}
+
+
+def _seconds(*trainings: Mapping | None) -> float | None:
+    values = [_get(t, "seconds") for t in trainings]
+    return None if any(v is None for v in values) else round(sum(float(v) for v in values), 1)
+
+
+def split_samples(dataset: Mapping | None, split: str) -> int | None:
+    counts = _get(dataset, "samples", split)
+    return None if not isinstance(counts, Mapping) else int(sum(counts.values()))
+
+
+def build_summary(dataset: Mapping | None, evaluations: Mapping[str, Mapping | None],
+                  trainings: Mapping[str, Mapping | None]) -> dict:
+    """The nested summary (DVC flattens it to `n.train`, `cfmd.psnr`, ...). `evaluations`:
+    {model: eval JSON}; `trainings`: {stage name: train JSON}."""
+    return {
+        "n": {"train": split_samples(dataset, "train"), "test": split_samples(dataset, "test")},
+        "cfmd": model_scores("cfmd", evaluations.get("cfmd")),
+        "chrysos": model_scores("chrysos", evaluations.get("chrysos")),
+        "time": {"cfmd": _seconds(trainings.get("train_cfmd")),
+                 "chrysos": _seconds(trainings.get("train_chrysos_hg"), trainings.get("train_chrysos_gan"))},
+    }
+
+
+def read_json(path: str | Path | None) -> dict | None:
+    """A metrics file's content, None when it does not exist (a stage not run yet)."""
+    if path is None or not Path(path).exists():
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def show_width(summary: Mapping, path: str = "metrics/summary.json") -> int:
+    """Width of the table `dvc metrics show <path>` prints for `summary` (DVC 3: a Path column,
+    then one column per flattened key; columns 2 spaces apart, metric columns padded by 2 more;
+    values to 5 significant digits, nulls as '-')."""
+    widths = [max(len("Path"), len(path)) + 2]
+    for key, value in flatten(summary).items():
+        text = "-" if value is None else (f"{value:.5g}" if isinstance(value, float) else str(value))
+        widths.append(max(len(key), len(text)) + 4)
+    return sum(widths) - 4

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -116,3 +117,21 @@ def small_source(tmp_path_factory) -> Path:
 def small_run(tmp_path_factory, small_source) -> Path:
     """Dataset root of one small run of all data stages (shared, treat as read-only)."""
     return run_stages(tmp_path_factory.mktemp("run"), small_source, SMALL_OVERRIDES)
+
+
+def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al. (2004) SSIM, written independently: float64, 11x11 Gaussian (sigma 1.5),
+    'valid' windows (scipy), averaged over the RGB channels."""
+    from scipy.signal import convolve2d
+
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    out = []
+    for ch in range(3):
+        x, y = a[..., ch] / 255.0, b[..., ch] / 255.0
+        f = lambda z: convolve2d(z, w, mode="valid")  # noqa: E731
+        mx, my = f(x), f(y)
+        sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
+        out.append(((2 * mx * my + c1) * (2 * sxy + c2) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))).mean())
+    return float(np.mean(out))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import deep_update, repo_params
+from conftest import deep_update, reference_ssim, repo_params
 from pipeline.eval.config import BASELINE, EvalConfig
 from pipeline.eval.scoring import evaluate
 from pipeline.eval.selection import Pair, centre_position, plan, spread_over_n
@@ -142,7 +142,6 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
 
 def test_baseline_row_equals_metrics_of_the_blurry_input(project, evaluated, small_run):
     """The blurry row, recomputed here from load_sample with numpy PSNR and a float64 SSIM."""
-    from test_metrics import reference_ssim
 
     records = pq.read_table(project / "results/eval_cfmd.parquet").to_pylist()
     rows = {r["sample_id"]: r for r in read_manifests(small_run, split="test").to_pylist()}

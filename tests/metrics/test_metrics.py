@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import GRID, TEST_DATA, read_frames
+from conftest import GRID, TEST_DATA, read_frames, reference_ssim
 from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.metrics.face import FaceShapes, crop_policy_box
@@ -71,24 +71,6 @@ def test_psnr_rejects_float_and_mismatched_images():
 
 
 # ------------------------------------------------------------------------------ SSIM
-
-
-def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Wang et al. (2004) SSIM, written independently: float64, 11x11 Gaussian (sigma 1.5),
-    'valid' windows (scipy), averaged over the RGB channels."""
-    from scipy.signal import convolve2d
-
-    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    out = []
-    for ch in range(3):
-        x, y = a[..., ch] / 255.0, b[..., ch] / 255.0
-        f = lambda z: convolve2d(z, w, mode="valid")  # noqa: E731
-        mx, my = f(x), f(y)
-        sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
-        out.append(((2 * mx * my + c1) * (2 * sxy + c2) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))).mean())
-    return float(np.mean(out))
 
 
 def test_ssim_identical_is_one():

@@ -24,18 +24,13 @@ import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from conftest import deep_update, read_frames  # noqa: E402  (the tests' helpers: one definition)
 
 OLD = {"crop": {"square": "longer", "resize": "opencv", "edge": "shift"},
        "blur": {"rounding": "round", "fixed": {"sharpness_space": "source"}}}
 SCALES = (0.5, 1.0, 2.0, 3.0)
-
-
-def deep_update(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for k, v in changes.items():
-        out[k] = deep_update(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def face_at_scales(grid_clip: Path) -> list[tuple]:
@@ -69,13 +64,7 @@ def make_sources(videos: Path, work: Path) -> Path:
         return src
     shutil.copytree(videos, src, ignore=shutil.ignore_patterns("*.md"))
     clip = videos / "grid" / "bbaf2n.mpg"
-    cap = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
+    frames = read_frames(clip)
     (src / "scaled").mkdir()
     for s in (0.5, 2.0, 3.0):
         out = [cv2.resize(f, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC) for f in frames]

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.dataset.averaging import average
 from pipeline.dataset.manifest import REQUIRED, ManifestError, load_sample, read_manifests, validate
-from conftest import SMALL_OVERRIDES, deep_update, repo_params, run_stages
+from conftest import SMALL_OVERRIDES, deep_update, read_frames, repo_params, run_stages
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +76,7 @@ def test_sharp_frames_are_crops_of_the_decoded_source(rows, small_run, small_sou
     catalog = {v["video_id"]: v for v in read_catalog(small_run.parents[1] / "data/ingest/catalog.parquet")}
     for vid in catalog:
         mine = [r for r in rows if r["video_id"] == vid][:6]
-        cap = cv2.VideoCapture(catalog[vid]["path"])
-        frames = []
-        while True:
-            ok, f = cap.read()
-            if not ok:
-                break
-            frames.append(f)
+        frames = read_frames(catalog[vid]["path"])
         for r in mine:
             _, sharp = load_sample(r, small_run)
             for k, fi in enumerate(r["frame_indices"]):

@@ -141,6 +141,8 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         checkpoint.set_rng_state(state["rng"])
         start, sums, count = state["step"], state["log_window"]["sums"], state["log_window"]["count"]
         log.info("resuming from %s at step %d", checkpoint_dir, start)
+    if hasattr(task, "step"):  # the task's own step clock (e.g. a pixel warm-up) follows a resume
+        task.step = start
     for module in task.modules.values():
         ddp.broadcast_module(module, env)
 

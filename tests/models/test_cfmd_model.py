@@ -23,9 +23,17 @@ from pipeline.metrics.lpips import LPIPSUnavailableError
 from pipeline.models.cfmd.discriminator import UNetDiscriminator
 
 
-def tiny_generator(seed: int = 0) -> CFMDGenerator:
+def tiny_generator(seed: int = 0, identity: bool = False) -> CFMDGenerator:
+    """A small generator; unless `identity`, its output convs (zero at init: the untrained
+    generator returns its input, tests/models/test_identity_start.py) get small random
+    weights, as after some training, so u and the gradients reach the output."""
     torch.manual_seed(seed)
-    return CFMDGenerator(base_width=8, num_blocks=1)
+    generator = CFMDGenerator(base_width=8, num_blocks=1)
+    if not identity:
+        with torch.no_grad():
+            for conv in (generator.to_image1, generator.to_image2, generator.to_image3):
+                conv.weight.normal_(0.0, 0.05)
+    return generator
 
 
 # ------------------------------------------------------------------ generator

@@ -126,7 +126,9 @@ def test_cfmd_steps_reduce_the_pixel_loss(small_run, rows):
     task = CFMDTask(cfg, CPU, DistEnv(), None)
     batch = RandomScaleCrop(64)(real_batch(small_run, rows, "moment"), torch.Generator().manual_seed(0))
     losses = [task.train_step(batch)["g_pix"].item() for _ in range(12)]
-    assert losses[-1] < 0.7 * losses[0], losses
+    # The generator starts at the identity (issue 11), so the first loss is the blurry input's;
+    # training must go below it, not merely recover from a bad start.
+    assert min(losses[-3:]) < losses[0], losses
 
 
 def test_hourglass_and_g_bl_steps_reduce_l1(small_run, rows):

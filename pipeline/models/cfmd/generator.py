@@ -188,6 +188,42 @@ def resize_to(features: Tensor, reference: Tensor) -> Tensor:
     return F.interpolate(features, size=reference.shape[-2:], mode="nearest")
 
 
+def identity_init(generator: nn.Module) -> None:
+    """Initialise so that training starts from the identity and the image reaches the output convs.
+
+    Every conv outside the mapping network (which has its own Kaiming init) and the deformable
+    convs' offset/mask predictors (zero: no offset, masks 0.5) gets Kaiming-normal weights for
+    LeakyReLU(0.2) and zero biases; the three output convs get zero weights and biases, so the
+    untrained generator returns its blurry input at every scale.
+
+    Why: with PyTorch's default conv init (gain 1/sqrt(3)) and its uniform biases, the image's
+    spatial signal shrinks layer by layer while the biases add per-channel constants; at the
+    last decoder level the spatial std of the features was ~12x below their constant part
+    (width 16, 1 block), so the output convs could learn little but a colour shift (the cast)
+    and learning was slow (issue 11). Not from the paper, which gives no initialisation.
+    """
+    outputs = {id(generator.to_image1), id(generator.to_image2), id(generator.to_image3)}
+    skip = {id(m) for m in generator.mapping.modules()}
+    for module in generator.modules():
+        if id(module) in skip:
+            continue
+        if isinstance(module, ModulatedDeformConv2d):
+            nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and not _is_offset_predictor(generator, module):
+            if id(module) in outputs:
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.kaiming_normal_(module.weight, a=NEGATIVE_SLOPE, nonlinearity="leaky_relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def _is_offset_predictor(generator: nn.Module, conv_module: nn.Module) -> bool:
+    return any(isinstance(m, ModulatedDeformConv2d) and m.offset_mask is conv_module for m in generator.modules())
+
+
 class CFMDGenerator(nn.Module):
     """G(b, u): the blurry image b and moment u -> restored images at 1/4, 1/2
     and full scale (each = blurry at that scale + predicted residual; not clamped,
@@ -231,6 +267,7 @@ class CFMDGenerator(nn.Module):
         self.to_image3 = conv(w4, 3, 3)
         self.to_image2 = conv(w2, 3, 3)
         self.to_image1 = conv(w1, 3, 3)
+        identity_init(self)
 
     def forward(self, blurry: Tensor, u: Tensor) -> list[Tensor]:
         height, width = blurry.shape[-2:]

@@ -2,7 +2,8 @@
 
 Per batch: one discriminator step, L_D = L_enc + L_dec + 0.05 L_Q on (blurry, sharp) and
 (blurry, restored), then one generator step, L_G = 0.05 L_ar + 0.1 L_adv + L_pix + 0.01 L_per
-(`pipeline.models.cfmd.losses`; weights are params). Adam, lr 1e-4, betas (0.9, 0.999), lr x 0.99 per
+(`pipeline.models.cfmd.losses`; weights are params). The first `pixel_warmup` steps train G on
+L_pix (+ L_per) alone, with no D step (issue 11; the paper's preset sets 0). Adam, lr 1e-4, betas (0.9, 0.999), lr x 0.99 per
 epoch, for both networks. Images are in [0, 1] in training and at inference (the authors'
 code mixed [-1, 1] and [0, 1]). L_per is LPIPS when `perceptual` resolves to it
 (`pipeline.models.cfmd.losses.resolve_perceptual`); the choice and its reason go into the run metadata.
@@ -29,7 +30,7 @@ from pipeline.train.optim import add_adam, set_requires_grad, update
 from pipeline.models.common import to_float, to_uint8
 from pipeline.sheets import Cell
 
-OWN_KEYS = ("lr", "betas", "lr_decay", "generator", "discriminator", "loss", "perceptual", "lpips_net", "sheet")
+OWN_KEYS = ("lr", "betas", "lr_decay", "pixel_warmup", "generator", "discriminator", "loss", "perceptual", "lpips_net", "sheet")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class CFMDConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     lr_decay: float = 0.99
+    pixel_warmup: int = 0  # steps trained on L_pix (+ L_per) alone before D and the adversarial terms start
     perceptual: str = "auto"
     lpips_net: str = "alex"
     sheet: dict | None = None
@@ -51,6 +53,8 @@ class CFMDConfig:
         loop, runtime, own = split_section(section, name, OWN_KEYS)
         weights = take(CFMDLossWeights, own.pop("loss", {}), f"{name}.loss")
         check_types(cls, own, name)
+        if own.get("pixel_warmup", 0) < 0:
+            raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
         cfg = cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
         return cfg
 
@@ -79,6 +83,7 @@ class CFMDTask:
         for name, module in self.modules.items():
             add_adam(self, name, module, cfg.lr, cfg.betas, cfg.lr_decay)
         self._g, self._d = runtime.compiled(self.generator), runtime.compiled(self.discriminator)
+        self.step = 0  # steps taken (fit sets it on resume): the pixel warm-up's clock
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         w = self.cfg.weights
@@ -86,6 +91,12 @@ class CFMDTask:
             outputs = self._g(batch.blurry, batch.u)
         outputs = [o.float() for o in outputs]
         restored = outputs[-1]
+        self.step += 1
+        if self.step <= self.cfg.pixel_warmup:  # warm-up: G on L_pix (+ L_per), D untouched
+            g_loss, g_parts = generator_loss(outputs, batch.sharp, batch.u, None, w, self.perceptual)
+            update(self, "generator", g_loss)
+            zero = g_loss.detach().new_zeros(())
+            return {**g_parts, "d_total": zero, "d_enc": zero, "d_dec": zero, "d_q": zero}
 
         set_requires_grad(self.discriminator, True)
         with self.runtime.autocast():

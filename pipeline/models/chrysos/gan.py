@@ -194,8 +194,27 @@ class Pathway(nn.Module):
         return self.decoder(code, encoder_outputs)
 
 
+def zero_decoder_output(decoder: "Decoder") -> None:
+    """Zero the decoder's last conv and the shortcut into it: the decoder starts at 0, so a
+    residual generator starts as the identity on its image input."""
+    last = len(decoder.layers)
+    final = decoder.layers[-1]
+    conv = final[0] if isinstance(final, nn.Sequential) else final
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    shortcut = decoder.shortcuts[str(last - 2)] if str(last - 2) in decoder.shortcuts else None
+    if shortcut is not None:
+        nn.init.zeros_(shortcut[1].weight)
+        nn.init.zeros_(shortcut[1].bias)
+
+
 class ChrysosGenerator(nn.Module):
     """Two-pathway generator: `blurry_pathway` (G_bl) and `sharp_pathway` (G_s), one decoder.
+
+    With `residual` (our default; Table 3 has no global skip) the shared decoder predicts a
+    correction: G_bl = blurry + decoder(...), G_s = sharp + decoder(...), the decoder's last conv
+    zero at the start, so the untrained generator is the identity on its image input (issue 11).
 
     `blurry_pathway.decoder is sharp_pathway.decoder`; `parameters()` lists the shared
     decoder once. The state dict stores it under both pathway prefixes, which load
@@ -207,11 +226,17 @@ class ChrysosGenerator(nn.Module):
         width_multiplier: float = 1.0,
         unet_skip_layers: Sequence[int] = DEFAULT_UNET_SKIP_LAYERS,
         output_tanh: bool = False,
+        residual: bool = True,
     ) -> None:
         super().__init__()
+        if residual and output_tanh:
+            raise ValueError("residual and output_tanh exclude each other (the residual is added after the decoder)")
+        self.residual = residual
         shared_decoder = Decoder(width_multiplier, 3, unet_skip_layers, output_tanh)
         self.blurry_pathway = Pathway(Encoder(6, width_multiplier), shared_decoder)
         self.sharp_pathway = Pathway(Encoder(3, width_multiplier), shared_decoder)
+        if residual:
+            zero_decoder_output(shared_decoder)
 
     @property
     def decoder(self) -> Decoder:
@@ -224,11 +249,14 @@ class ChrysosGenerator(nn.Module):
                 f"blurry {tuple(blurry.shape)} and hourglass output "
                 f"{tuple(hourglass_out.shape)} must have the same shape"
             )
-        return self.blurry_pathway(torch.cat([blurry, hourglass_out], dim=1))
+        out = self.blurry_pathway(torch.cat([blurry, hourglass_out], dim=1))
+        return blurry + out if self.residual else out
 
     def forward_sharp(self, sharp: torch.Tensor) -> torch.Tensor:
-        """G_s: auto-encode the sharp image (training-time regulariser only)."""
-        return self.sharp_pathway(sharp)
+        """G_s: auto-encode the sharp image (training-time regulariser only). With `residual`
+        the shared decoder predicts a correction in both pathways, so G_s adds it to its input."""
+        out = self.sharp_pathway(sharp)
+        return sharp + out if self.residual else out
 
     def forward(self, blurry: torch.Tensor, hourglass_out: torch.Tensor) -> torch.Tensor:
         """Test-time path: G_bl only."""

@@ -78,7 +78,9 @@ class Hourglass(nn.Module):
 class StackedHourglass(nn.Module):
     """`n_stacks` hourglasses in sequence; returns one 3-channel image per stack (final last).
 
-    Every stack's prediction is supervised (intermediate supervision), see
+    With `residual` (our default; the paper has no global skip) every stack predicts a
+    correction added to the input image, its head zero at the start: the untrained network is
+    the identity (issue 11). Every stack's prediction is supervised (intermediate supervision), see
     `pipeline.models.chrysos.losses.hourglass_loss`. Input height and width must be divisible
     by 2**depth. Use `freeze()` after step-1 training: step 2 treats the hourglass as
     a fixed function of the blurry image.
@@ -91,9 +93,13 @@ class StackedHourglass(nn.Module):
         width: int = 64,
         in_channels: int = 3,
         out_channels: int = 3,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         self.frozen = False
+        if residual and in_channels != out_channels:
+            raise ValueError("residual needs in_channels == out_channels")
+        self.residual = residual
         if n_stacks < 1:
             raise ValueError(f"n_stacks must be >= 1, got {n_stacks}")
         self.depth = depth
@@ -114,6 +120,10 @@ class StackedHourglass(nn.Module):
             for _ in range(n_stacks)
         )
         self.heads = nn.ModuleList(nn.Conv2d(width, out_channels, 1) for _ in range(n_stacks))
+        if residual:  # every stack predicts a correction of the input, zero at the start
+            for head in self.heads:
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         # Re-injection into the next stack: features and prediction mapped back to `width`.
         self.feature_remaps = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(n_stacks - 1))
         self.prediction_remaps = nn.ModuleList(
@@ -130,7 +140,7 @@ class StackedHourglass(nn.Module):
         predictions: list[torch.Tensor] = []
         for i, (hourglass, post, head) in enumerate(zip(self.hourglasses, self.post, self.heads)):
             stack_features = post(hourglass(features))
-            prediction = head(stack_features)
+            prediction = head(stack_features) + x if self.residual else head(stack_features)
             predictions.append(prediction)
             if i < len(self.feature_remaps):
                 features = (

@@ -86,13 +86,15 @@ def generator_loss(
 
     restored: G_bl(blurry, hourglass_out); sharp_reconstruction: G_s(sharp);
     restored_logits / restored_features: discriminator on (blurry, restored);
-    sharp_features: discriminator features on (blurry, sharp).
+    sharp_features: discriminator features on (blurry, sharp). With restored_logits None
+    (the pixel warm-up) the adversarial and projection terms are 0.
     """
+    zero = restored.new_zeros(())
     unweighted = {
-        "adversarial": adversarial_loss(restored_logits, target_is_real=True),
+        "adversarial": zero if restored_logits is None else adversarial_loss(restored_logits, target_is_real=True),
         "l1": F.l1_loss(restored, sharp),
         "gradient": gradient_l1(restored, sharp),
-        "projection": projection_loss(restored_features, sharp_features),
+        "projection": zero if restored_logits is None else projection_loss(restored_features, sharp_features),
         "reconstruction": F.l1_loss(sharp_reconstruction, sharp),
     }
     total = sum(getattr(weights, name) * value for name, value in unweighted.items())

@@ -31,7 +31,7 @@ from pipeline.models.common import to_float, to_uint8
 from pipeline.sheets import Cell
 
 HG_KEYS = ("lr", "betas", "lr_decay", "hourglass", "sheet")
-GAN_KEYS = ("lr", "betas", "lr_decay", "generator", "discriminator", "loss", "sheet")
+GAN_KEYS = ("lr", "betas", "lr_decay", "pixel_warmup", "generator", "discriminator", "loss", "sheet")
 
 
 # ------------------------------------------------------------------ step 1: hourglass
@@ -96,6 +96,7 @@ class ChrysosGANConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     lr_decay: float = 1.0
+    pixel_warmup: int = 0  # steps without D, the adversarial and projection terms
     sheet: dict | None = None
 
     @classmethod
@@ -103,6 +104,8 @@ class ChrysosGANConfig:
         loop, runtime, own = split_section(section, name, GAN_KEYS)
         weights = take(ChrysosLossWeights, own.pop("loss", {}), f"{name}.loss")
         check_types(cls, own, name)
+        if own.get("pixel_warmup", 0) < 0:
+            raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
         if "crop_size" in section and loop.crop_size % 128:
             raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of 128 (the generator's seven "
                              "stride-2 levels)")
@@ -127,6 +130,7 @@ class ChrysosGANTask:
         for name, module in self.modules.items():
             add_adam(self, name, module, cfg.lr, cfg.betas, cfg.lr_decay)
         self._hg, self._g, self._d = (runtime.compiled(m) for m in (self.hourglass, self.generator, self.discriminator))
+        self.step = 0  # steps taken (fit sets it on resume): the pixel warm-up's clock
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = self.runtime.images
@@ -136,6 +140,13 @@ class ChrysosGANTask:
             restored = self._g(batch.blurry, coarse)  # forward = G_bl
             reconstruction = self.generator.forward_sharp(batch.sharp)
         restored, reconstruction = restored.float(), reconstruction.float()
+        self.step += 1
+        if self.step <= self.cfg.pixel_warmup:  # warm-up: no D step, no adversarial / projection terms
+            g_loss, g_parts = generator_loss(restored, batch.sharp, reconstruction, None, None, None,
+                                             self.cfg.weights)
+            update(self, "generator", g_loss)
+            zero = g_loss.detach().new_zeros(())
+            return {**{f"g_{k}": v for k, v in g_parts.items()}, "d_total": zero, "d_real": zero, "d_fake": zero}
 
         set_requires_grad(self.discriminator, True)
         with self.runtime.autocast():

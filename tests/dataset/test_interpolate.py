@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, WEBCAM, read_frames, run_stages, write_clip
+from conftest import MOTION, REPO, WEBCAM, read_frames, run_stages, write_clip
 from pipeline.dataset.averaging import average
 from pipeline.dataset.interpolate import InterpParams, Interpolator, blur_frames, gradient_energy
 from pipeline.dataset.manifest import load_sample, read_manifests
@@ -16,7 +16,7 @@ from pipeline.params import ParamError, validate_key
 sys.path.insert(0, str(REPO / "benchmarks"))
 import interpolation as bench  # noqa: E402
 
-MOTION = REPO.parent / "shared/data/faces/motion/oval_office_address.mp4"
+OVAL_OFFICE = MOTION / "oval_office_address.mp4"
 
 
 def test_params_and_kept_times():
@@ -97,9 +97,7 @@ def test_interpolation_beats_plain_averaging_on_real_blur():
     """The issue's measurement on a short segment: (b) interpolation restoring the dropped rate
     beats (a) plain averaging of the low-rate copy by >= 1 dB PSNR against the full-rate average,
     over the fastest third of windows (landmark motion). The full table: benchmarks/interpolation.py."""
-    if not MOTION.is_file():
-        pytest.skip(f"{MOTION} not present")
-    imgs, lm = bench.clip_landmarks(str(MOTION), 100)
+    imgs, lm = bench.clip_landmarks(str(OVAL_OFFICE), 100)
     rows = bench.measure(imgs, lm, windows=(5, 9), steps=(2, 3), stride=10, keep_images=True)
     fast = bench.fastest_third(rows)
     gain = np.mean([r["psnr_b"] - r["psnr_a"] for r in fast])

@@ -15,11 +15,8 @@ from pipeline.dataset.manifest import read_manifests
 from pipeline.dataset.video import VideoSource
 from pipeline.dataset.vla import VLAParams, plan_windows as plan_vla
 
-from conftest import GRID, WEBCAM, read_frames, run_stages, write_clip
+from conftest import GRID, MOTION, WEBCAM, read_frames, run_stages, write_clip
 
-MOTION = Path("/work/shared/data/faces/motion")
-if not MOTION.is_dir():
-    MOTION = Path(__file__).resolve().parents[2] / "data" / "faces" / "motion"
 WHITE_HOUSE = MOTION / "white_house_performance.mp4"
 # Checked by eye (frames c-2 .. c+1 written to PNG): stage -> reaction shot of a singer in profile at
 # 20, -> the performer at the microphone at 82, -> the audience (the Obamas) at 211.

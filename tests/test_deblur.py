@@ -32,7 +32,11 @@ def weights(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
     g = {"base_width": 8, "num_blocks": 1, "mapping_width": 8, "mapping_layers": 2}
-    cfmd = save_weights(d / "cfmd.pt", "cfmd_gan", {"generator": g}, {"generator": CFMDGenerator(**g)}, note=NOTE)
+    generator = CFMDGenerator(**g)
+    with torch.no_grad():  # untrained, it returns its input at every u: give its output convs weights
+        for conv in (generator.to_image1, generator.to_image2, generator.to_image3):
+            conv.weight.normal_(0.0, 0.05)
+    cfmd = save_weights(d / "cfmd.pt", "cfmd_gan", {"generator": g}, {"generator": generator}, note=NOTE)
     hg, gen = {"n_stacks": 1, "depth": 2, "width": 8}, {"width_multiplier": 1 / 16}
     chrysos = save_weights(d / "chrysos_gan.pt", "chrysos_gan", {"generator": gen, "hourglass": hg},
                            {"generator": ChrysosGenerator(**gen), "hourglass": StackedHourglass(**hg)}, note=NOTE)

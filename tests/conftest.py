@@ -61,6 +61,16 @@ def read_frames(path: Path, limit: int | None = None) -> list:
     return out
 
 
+def copy_pipeline(root: Path, changes: dict | None = None) -> Path:
+    """This repository's pipeline (dvc.yaml, pipeline/, stages/) and its params.yaml with `changes`
+    merged in, copied into `root`: the start of a scratch DVC project."""
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for pkg in ("pipeline", "stages"):
+        shutil.copytree(REPO / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_update(repo_params(), changes or {}), sort_keys=False))
+    return root
+
+
 def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stages=DATA_STAGES) -> Path:
     """Run the data stages in `workdir` on videos under `source`; return the dataset root."""
     from stages import blur_fixed, blur_vla, ingest, landmarks, manifest

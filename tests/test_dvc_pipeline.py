@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import GRID, REPO
+from conftest import GRID, copy_pipeline
 
 DATA_TARGET = "manifest"  # the data half of the pipeline
 STAGES = ("ingest", "landmarks", "blur_fixed", "blur_vla", "manifest")
@@ -33,19 +32,11 @@ def _run(cmd, cwd):
 def project(tmp_path_factory):
     """A fresh git + DVC project holding this repo's pipeline and two sample videos."""
     root = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, root / name)
-    for pkg in ("pipeline", "stages"):
-        shutil.copytree(REPO / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_pipeline(root, {"ingest": {"source": "videos", "test_videos": ["bbaf2n"]}, "blur": {"fixed": {"windows": [5, 9]}}})
     videos = root / "videos"
     videos.mkdir()
     for name in ("bbaf2n.mpg", "lbax4n.mpg"):
         shutil.copy(GRID / name, videos / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ingest"]["source"] = "videos"
-    params["ingest"]["test_videos"] = ["bbaf2n"]
-    params["blur"]["fixed"]["windows"] = [5, 9]
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run("git init -q && dvc init -q", root)
     return root
 

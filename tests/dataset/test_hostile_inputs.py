@@ -222,20 +222,12 @@ def test_dvc_source_listing_survives_broken_links_and_a_missing_folder(tmp_path)
     import subprocess
     import sys
 
-    import yaml
+    from conftest import copy_pipeline
 
-    from conftest import REPO
-
-    for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    for pkg in ("pipeline", "stages"):
-        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_pipeline(tmp_path, {"ingest": {"source": "videos"}})
     videos = tmp_path / "videos"
     videos.mkdir()
     write_clip(videos / "good.avi", read_frames(GRID / "bbaf2n.mpg", 12))
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["ingest"]["source"] = "videos"
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DEBLUR_N_JOBS="1")
 
     def dvc(*args):

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from conftest import deep_update, read_frames  # noqa: E402  (the tests' helpers: one definition)
+from conftest import deep_update, read_frames, run_stages  # noqa: E402  (the tests' helpers: one definition)
 
 OLD = {"crop": {"square": "longer", "resize": "opencv", "edge": "shift"},
        "blur": {"rounding": "round", "fixed": {"sharpness_space": "source"}}}
@@ -77,25 +75,11 @@ def make_sources(videos: Path, work: Path) -> Path:
 
 
 def run(work: Path, source: Path, overrides: dict, stages: tuple[str, ...], tag: str) -> dict:
-    from stages import blur_fixed, ingest, landmarks
-
-    with open(REPO / "params.yaml") as f:
-        params = yaml.safe_load(f)
-    params = deep_update(params, {"ingest": {"source": str(source)}, "landmarks": {"upsample": 1}, **overrides})
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        ns = argparse.Namespace
-        if "ingest" in stages:
-            ingest.main(ns(source=str(source), out="data/ingest", metrics="metrics/ingest.json"))
-            landmarks.main(ns(catalog="data/ingest/catalog.parquet", out="data/landmarks", metrics="metrics/landmarks.json"))
-        blur_fixed.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
-                           root=f"data/{tag}", metrics=f"metrics/{tag}.json"))
-        return {r["video_id"]: r for r in json.loads((work / "data" / tag / "fixed" / "videos.json").read_text())}
-    finally:
-        os.chdir(cwd)
+    """The data stages (`run_stages`) with landmarks at upsample 1, fixed windows into data/<tag>;
+    the per-video gate record of that run."""
+    base = {"landmarks": {"upsample": 1}, "compute": {"n_jobs": 2}}
+    root = run_stages(work, source, deep_update(base, overrides), stages, dataset=f"data/{tag}")
+    return {r["video_id"]: r for r in json.loads((root / "fixed" / "videos.json").read_text())}
 
 
 def main():
@@ -112,7 +96,7 @@ def main():
 
     args.work.mkdir(parents=True, exist_ok=True)
     source = make_sources(args.videos, args.work)
-    new = run(args.work, source, {}, ("ingest", "blur_fixed"), "new")
+    new = run(args.work, source, {}, ("ingest", "landmarks", "blur_fixed"), "new")
     old = run(args.work, source, OLD, ("blur_fixed",), "old")
     rel = run(args.work, source, {"blur": {"fixed": {"sharpness_percentile": 25}}}, ("blur_fixed",), "p25")
     print("\n## Fixed-window samples per video: old params vs the authors' protocol (defaults)\n")

@@ -71,8 +71,10 @@ def copy_pipeline(root: Path, changes: dict | None = None) -> Path:
     return root
 
 
-def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stages=DATA_STAGES) -> Path:
-    """Run the data stages in `workdir` on videos under `source`; return the dataset root."""
+def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stages=DATA_STAGES,
+               dataset: str = "data/dataset") -> Path:
+    """Run the data stages in `workdir` on videos under `source`; return the dataset root
+    (`dataset`, relative to `workdir`: several averaging runs can share one ingest + landmarks)."""
     from stages import blur_fixed, blur_vla, ingest, landmarks, manifest
 
     # the repository's ingest.test_videos names the embedded samples; a scratch source gets the hashed split
@@ -91,18 +93,18 @@ def run_stages(workdir: Path, source: Path, overrides: dict | None = None, stage
                               metrics="metrics/landmarks.json"))
         if "blur_fixed" in stages:
             blur_fixed.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
-                               root="data/dataset", metrics="metrics/blur_fixed.json"))
+                               root=dataset, metrics="metrics/blur_fixed.json"))
         if "blur_vla" in stages:
             blur_vla.main(ns(catalog="data/ingest/catalog.parquet", landmarks="data/landmarks",
-                             root="data/dataset", metrics="metrics/blur_vla.json"))
+                             root=dataset, metrics="metrics/blur_vla.json"))
         if "manifest" in stages:
             methods = [m for m in ("fixed", "vla") if f"blur_{m}" in stages]
-            manifest.main(ns(samples=[f"data/dataset/{m}/samples.parquet" for m in methods],
-                             root="data/dataset", metrics="metrics/dataset.json",
+            manifest.main(ns(samples=[f"{dataset}/{m}/samples.parquet" for m in methods],
+                             root=dataset, metrics="metrics/dataset.json",
                              by_n="metrics/dataset_by_n.json"))
     finally:
         os.chdir(cwd)
-    return workdir / "data" / "dataset"
+    return workdir / dataset
 
 
 # Small but real: two GRID talking heads and 120 frames of the webcam clip with head motion.

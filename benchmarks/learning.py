@@ -67,6 +67,7 @@ def train_for(task, cfg, root: Path, target: str, seconds: float, runtime, metho
                          pin_memory=runtime.device.type == "cuda")
     augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
     step, start = 0, time.perf_counter()
+    next_report = start + 60
     while True:
         sampler.set_epoch(step // per_epoch)
         for items in loader:
@@ -77,7 +78,11 @@ def train_for(task, cfg, root: Path, target: str, seconds: float, runtime, metho
             step += 1
             if step % per_epoch == 0:
                 step_schedulers(task)
-            if time.perf_counter() - start >= seconds:
+            now = time.perf_counter()
+            if now >= next_report:  # progress: a long budget shows its pace
+                print(f"  ... {(now - start) / 60:.1f} of {seconds / 60:g} min, {step} steps", flush=True)
+                next_report += 60
+            if now - start >= seconds:
                 if runtime.device.type == "cuda":
                     torch.cuda.synchronize()
                 return step

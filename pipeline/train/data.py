@@ -17,6 +17,7 @@ A resumed run therefore sees exactly the items the uninterrupted run would have 
 """
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -135,19 +136,31 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _init_worker(worker_id: int) -> None:
-    """Seed the worker, and leave SIGINT / SIGTERM to the main process.
+    """Seed the worker, and leave SIGINT / SIGTERM from outside to the main process.
 
     Ctrl-C, `timeout` and schedulers signal the whole process group; a worker must outlive the
     signal so the main process can finish its step and save a checkpoint (a dead worker makes
-    the DataLoader raise in the main process). PyTorch's workers terminate on SIGTERM (a C
-    handler); ignoring it here, after that handler is installed, discards a signal that arrived
-    while the worker was starting (`start_workers` forks with both signals blocked)."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    the DataLoader raise in the main process). So SIGINT is ignored, and SIGTERM stays blocked
+    (`start_workers` forks with both blocked, so one that arrived while the worker was starting is
+    still pending) and is taken by a thread that exits the worker only when the parent sent it:
+    the DataLoader's shutdown and Python's exit handler stop a worker with `terminate()` and then
+    wait for it, so a worker that ignored SIGTERM altogether would hang the parent forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True,
+                     name="sigterm-from-parent").start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    """Wait for SIGTERM (blocked in every thread of the worker); exit at once if `parent` sent
+    it, drop it otherwise (a signal to the whole process group)."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def start_workers(loader: DataLoader):

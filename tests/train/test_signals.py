@@ -81,3 +81,40 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes(small_run, tmp_pat
     a, b = (torch.load(tmp_path / f"{d}/cfmd.pt", weights_only=True)["state_dicts"] for d in "ab")
     assert all(torch.equal(a[m][k], b[m][k]) for m in a for k in a[m])
     assert log == read_log(tmp_path / "b/live")
+
+
+class _Numbers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        return torch.tensor(key[0])
+
+
+def _wait_dead(process, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not process.is_alive()
+
+
+def test_a_worker_outlives_sigterm_from_outside_but_not_from_its_parent():
+    """A signal to the process group must not kill a DataLoader worker (the main process saves a
+    checkpoint first); `terminate()` from the main process must (the DataLoader's shutdown and
+    Python's exit handler call it and then wait: an immortal worker hung the test run at exit)."""
+    from pipeline.train.data import EpochSampler, make_loader, start_workers
+
+    loader = make_loader(_Numbers(), EpochSampler(8, 8, seed=0), batch_size=2, num_workers=2, seed=0)
+    batches = start_workers(loader)
+    next(batches)
+    first, second = batches._workers
+    subprocess.run(["kill", "-TERM", str(first.pid)], check=True)  # sent by another process
+    subprocess.run(["kill", "-INT", str(first.pid)], check=True)
+    time.sleep(1.0)
+    assert first.is_alive()
+    assert len(list(batches)) == 3  # the epoch goes on
+    second.terminate()  # SIGTERM from the parent
+    assert _wait_dead(second, 10.0)
+    first.terminate()
+    assert _wait_dead(first, 10.0)
+    batches._shutdown_workers()

@@ -113,8 +113,13 @@ def sharpness(gray: np.ndarray, box: np.ndarray) -> float:
     return float(cv2.Laplacian(gray[y0:y1, x0:x1], cv2.CV_64F).var())
 
 
-class FaceTracker:
-    """Detect-every-k + shape-predictor tracking of the largest face in a stream of frames."""
+class _DlibFaces:
+    """What both trackers share: dlib's detector and 68-point predictor, detection at a capped
+    resolution, and the detector-like box that tracking rebuilds from the last landmarks.
+
+    rect_rel: where the detector's box sits relative to the landmarks' box (centre offset and
+    size, in landmark-box units). Tracking rebuilds a detector-like box from the last landmarks
+    with it, because the predictor was trained on detector boxes, not landmark boxes."""
 
     def __init__(self, params: LandmarkParams):
         import dlib
@@ -122,50 +127,69 @@ class FaceTracker:
         self.p = params
         self.detector = frontal_face_detector()
         self.predictor = shape_predictor_68()
-        self.prev: np.ndarray | None = None
         self.since_detect = 0
-        # Where the detector's box sits relative to the landmarks' box (centre offset and size,
-        # in landmark-box units): tracking rebuilds a detector-like box from the last landmarks,
-        # because the predictor was trained on detector boxes, not landmark boxes.
-        self.rect_rel = np.array([0.0, 0.0, 1.0])
-        self.reference: np.ndarray | None = None  # appearance of the last detected face
 
     def _predict(self, gray: np.ndarray, rect) -> np.ndarray:
         shape = self.predictor(gray, rect)
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
-    def detect(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
+    def _detections(self, gray: np.ndarray) -> list[tuple]:
+        """Every detected face as (full-resolution dlib rectangle, score), largest first (ties in
+        detector order)."""
         h, w = gray.shape
         scale = min(1.0, self.p.detect_max_side / max(h, w))
         small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
         rects, scores, _ = self.detector.run(small, self.p.upsample, self.p.min_detect_score)
-        if len(rects) == 0:
-            return None, 0.0
-        areas = [r.width() * r.height() for r in rects]
-        k = int(np.argmax(areas))  # the largest face is the subject
-        r = rects[k]
-        rect = self._dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
-                                    int(round(r.right() / scale)), int(round(r.bottom() / scale)))
+        order = sorted(range(len(rects)), key=lambda k: (-rects[k].width() * rects[k].height(), k))
+        return [(self._dlib.rectangle(int(round(rects[k].left() / scale)), int(round(rects[k].top() / scale)),
+                                      int(round(rects[k].right() / scale)), int(round(rects[k].bottom() / scale))),
+                 float(scores[k])) for k in order]
+
+    def _fit(self, gray: np.ndarray, rect) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks in a detector box, and that box's rect_rel."""
         pts = self._predict(gray, rect)
         lb = points_box(pts)
         size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
         rc = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
         lc = (lb[:2] + lb[2:]) / 2
-        self.rect_rel = np.array([*(rc - lc) / size, rect.width() / size])
-        self.reference = appearance(gray, pts)
-        return pts, float(scores[k])
+        return pts, np.array([*(rc - lc) / size, rect.width() / size])
 
-    def track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
-        lb = points_box(self.prev)
+    def _follow(self, gray: np.ndarray, prev: np.ndarray, rect_rel: np.ndarray,
+                reference: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """Landmarks in the box rebuilt from `prev`, and the tracking quality: the IoU of the new
+        and old landmark boxes, 0 when the box no longer holds the face we were tracking."""
+        lb = points_box(prev)
         size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
-        c = (lb[:2] + lb[2:]) / 2 + self.rect_rel[:2] * size
-        half = self.rect_rel[2] * size / 2
+        c = (lb[:2] + lb[2:]) / 2 + rect_rel[:2] * size
+        half = rect_rel[2] * size / 2
         rect = self._dlib.rectangle(int(round(c[0] - half)), int(round(c[1] - half)),
                                     int(round(c[0] + half)), int(round(c[1] + half)))
         pts = self._predict(gray, rect)
-        if self.reference is not None and float(appearance(gray, pts) @ self.reference) < MIN_APPEARANCE:
-            return pts, 0.0  # the box no longer holds the face we were tracking
+        if reference is not None and float(appearance(gray, pts) @ reference) < MIN_APPEARANCE:
+            return pts, 0.0
         return pts, box_iou(points_box(pts), lb)
+
+
+class FaceTracker(_DlibFaces):
+    """Detect-every-k + shape-predictor tracking of the largest face in a stream of frames."""
+
+    def __init__(self, params: LandmarkParams):
+        super().__init__(params)
+        self.prev: np.ndarray | None = None
+        self.rect_rel = np.array([0.0, 0.0, 1.0])
+        self.reference: np.ndarray | None = None  # appearance of the last detected face
+
+    def detect(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
+        faces = self._detections(gray)
+        if not faces:
+            return None, 0.0
+        rect, score = faces[0]  # the largest face is the subject
+        pts, self.rect_rel = self._fit(gray, rect)
+        self.reference = appearance(gray, pts)
+        return pts, score
+
+    def track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        return self._follow(gray, self.prev, self.rect_rel, self.reference)
 
     def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, str, float, bool]:
         """Landmarks for the next frame: (points or None, source, quality, quality_ok)."""
@@ -239,7 +263,7 @@ class _Track:
         self.lost = 0
 
 
-class MultiFaceTracker:
+class MultiFaceTracker(_DlibFaces):
     """Detect-every-k + shape-predictor tracking of every face (faces: all).
 
     Per track the arithmetic is FaceTracker's (same detector box model, same tracking box, same
@@ -248,54 +272,23 @@ class MultiFaceTracker:
     on every frame while no track is open (as FaceTracker does without a subject)."""
 
     def __init__(self, params: LandmarkParams):
-        import dlib
-        self._dlib = dlib
-        self.p = params
-        self.detector = frontal_face_detector()
-        self.predictor = shape_predictor_68()
+        super().__init__(params)
         self.tracks: list[_Track] = []  # open tracks (active or lost)
-        self.since_detect = 0
         self._pids = 0
         self._tids = 0
 
-    def _predict(self, gray: np.ndarray, rect) -> np.ndarray:
-        shape = self.predictor(gray, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-
     def detect_all(self, gray: np.ndarray) -> list[tuple]:
         """Every face: (points, score, rect_rel, appearance), largest first."""
-        h, w = gray.shape
-        scale = min(1.0, self.p.detect_max_side / max(h, w))
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-        rects, scores, _ = self.detector.run(small, self.p.upsample, self.p.min_detect_score)
-        order = sorted(range(len(rects)), key=lambda k: (-rects[k].width() * rects[k].height(), k))
         out = []
-        for k in order:
-            r = rects[k]
-            rect = self._dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
-                                        int(round(r.right() / scale)), int(round(r.bottom() / scale)))
+        for rect, score in self._detections(gray):
             if self.p.min_face and np.sqrt(max(rect.width() * rect.height(), 0)) < self.p.min_face:
                 continue
-            pts = self._predict(gray, rect)
-            lb = points_box(pts)
-            size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
-            rc = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2])
-            lc = (lb[:2] + lb[2:]) / 2
-            out.append((pts, float(scores[k]), np.array([*(rc - lc) / size, rect.width() / size]),
-                        appearance(gray, pts)))
+            pts, rect_rel = self._fit(gray, rect)
+            out.append((pts, score, rect_rel, appearance(gray, pts)))
         return out
 
     def _track(self, gray: np.ndarray, t: _Track) -> tuple[np.ndarray, float]:
-        lb = points_box(t.prev)
-        size = max(np.sqrt((lb[2] - lb[0]) * (lb[3] - lb[1])), 1.0)
-        c = (lb[:2] + lb[2:]) / 2 + t.rect_rel[:2] * size
-        half = t.rect_rel[2] * size / 2
-        rect = self._dlib.rectangle(int(round(c[0] - half)), int(round(c[1] - half)),
-                                    int(round(c[0] + half)), int(round(c[1] + half)))
-        pts = self._predict(gray, rect)
-        if t.reference is not None and float(appearance(gray, pts) @ t.reference) < MIN_APPEARANCE:
-            return pts, 0.0
-        return pts, box_iou(points_box(pts), lb)
+        return self._follow(gray, t.prev, t.rect_rel, t.reference)
 
     def end_all(self) -> None:
         """A shot cut (or the end of the video): every track ends; unconfirmed ones are dropped."""

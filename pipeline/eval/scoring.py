@@ -118,7 +118,7 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
 
         for (method, row), (pairs, (blurry, sharp)) in prefetched(load, work, cfg.prefetch):
             pending.append(_score_sample(model, scorer, cfg, row, pairs, blurry, sharp, ev, feature_index,
-                                         faces=row["sample_id"] in with_faces))
+                                         with_faces=row["sample_id"] in with_faces))
             done += 1
             if len(pending) > 2 * max(scorer.workers, 1):
                 _finish(pending.pop(0), cfg, ev)
@@ -135,7 +135,7 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
 
 
 def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair], blurry, sharp, ev: Evaluation,
-                  feature_index: dict, faces: bool = True):
+                  feature_index: dict, with_faces: bool = True):
     sid = row["sample_id"]
     us = sorted({p.input_u for p in pairs if p.system != BASELINE}, key=lambda u: -1 if u is None else u)
     outputs = dict(zip(us, restore_many(model, blurry, us, cfg.batch_size)))
@@ -168,7 +168,7 @@ def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair]
                 ev.features.append(f.astype(np.float32))
 
     mid = middle_position(row)
-    faces = scorer.submit_faces(images, ("gt", mid)) if faces else None
+    faces = scorer.submit_faces(images, ("gt", mid)) if with_faces else None
     records = []
     for p in pairs:
         pk = (pred_key(p), ("gt", p.target))

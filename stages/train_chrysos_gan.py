@@ -16,7 +16,8 @@ import logging
 from pipeline.stage import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
-from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, load_hourglass, loss_weights_record
+from pipeline.models.chrysos.task import (ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, crop_size_warning, load_hourglass,
+                                          loss_weights_record)
 from pipeline.train.data import FaceDeblurDataset, training_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
@@ -47,6 +48,8 @@ def main(args):
     dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade)
     task = ChrysosGANTask(cfg, runtime, env, hourglass)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
+    if rows and (warning := crop_size_warning(cfg.loop.crop_size, min(dataset[0]["blurry"].shape[-2:]))):
+        log.warning(warning)
 
     with TrainLog(args.live) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,

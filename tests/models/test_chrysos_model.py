@@ -285,3 +285,31 @@ def test_one_full_training_iteration_runs():
     assert set(parts) == {"adversarial", "l1", "gradient", "projection", "reconstruction", "total"}
     assert all(p.grad is not None for p in generator.parameters())
     assert all(p.grad is None for p in hourglass.parameters())
+
+
+# --- training crop size ----------------------------------------------------------------
+
+
+def test_a_training_crop_below_the_image_size_is_warned_about_with_the_param_and_the_fix():
+    from pipeline.models.chrysos.task import crop_size_warning
+
+    assert crop_size_warning(256, 256) is None
+    assert crop_size_warning(384, 256) is None
+    message = crop_size_warning(128, 256)
+    assert "train_chrysos_gan.crop_size = 128" in message and "1x1" in message and "2x2" in message
+    assert message.endswith("set crop_size to 256")
+    assert crop_size_warning(128, 300).endswith("set crop_size to 256")  # the largest multiple of 128 that fits
+    assert crop_size_warning(128, 200) is None  # no larger crop fits
+    assert crop_size_warning(256, 512) is None  # 2x2 maps: batch norm sees four values per image
+
+
+def test_the_default_gan_training_crop_is_the_image_size():
+    """params.yaml trains G_bl on whole images (issue 11: at 128 on 256 images its batch-norm
+    statistics did not carry over and it fell 10 dB below the blurry input)."""
+    from pathlib import Path
+
+    from pipeline.models.chrysos.task import crop_size_warning
+    from pipeline.stage import load_params
+
+    params = load_params("crop", "train_chrysos_gan", path=Path(__file__).resolve().parents[2] / "params.yaml")
+    assert crop_size_warning(params["train_chrysos_gan"]["crop_size"], params["crop"]["size"]) is None

@@ -53,8 +53,8 @@ from pipeline.train.data import training_rows
 KERNEL = 7
 
 
-def centre_pairs(rows: list[dict], root: Path, position=centre_position) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(blurry, target) uint8 RGB of each row; the target is frame `position(row)` (centre FMR)."""
+def target_pairs(rows: list[dict], root: Path, position=centre_position) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(blurry, target) uint8 RGB of each row; the target is frame `position(row)` (default: the centre FMR frame)."""
     out = []
     for row in rows:
         blurry = _read_rgb(root / row["blurry_path"])
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
     motion = sorted(train_rows, key=lambda r: -(r.get("motion") or 0.0))[: max(4, len(train_rows) // 10)]
 
     print("1. overfitting one batch of four 64x64 crops (strongest-motion training windows), u = 0.5")
-    batch = centre_pairs([motion[i] for i in rng.choice(len(motion), 4, replace=False)], root)
+    batch = target_pairs([motion[i] for i in rng.choice(len(motion), 4, replace=False)], root)
     y0, x0 = (batch[0][0].shape[0] - 64) // 2, (batch[0][0].shape[1] - 64) // 2
     crops = [(b[y0:y0 + 64, x0:x0 + 64], s[y0:y0 + 64, x0:x0 + 64]) for b, s in batch]
     blurry, sharp = as_tensors(crops)
@@ -218,8 +218,8 @@ def main(argv=None) -> None:
         print(f"   {name:40s} " + " / ".join(f"{v:.2f}" for v in curve) + f" dB  ({time.perf_counter() - t0:.0f} s)")
 
     print(f"\n2. a {KERNEL}x{KERNEL} linear filter, PSNR gain over the blurry input on {len(test_rows)} test windows")
-    test = centre_pairs(test_rows, root)
-    train = centre_pairs(train_rows[::3], root)
+    test = target_pairs(test_rows, root)
+    train = target_pairs(train_rows[::3], root)
     fitted_train = fit_filter(train)
     fitted_test = fit_filter(test)
     print(f"   fitted on the training windows:          {mean_gain(lambda b, s: fitted_train, test):+.3f} dB")
@@ -243,9 +243,9 @@ def main(argv=None) -> None:
     print(f"\n4. a plain residual CNN trained {args.train_seconds:g} s ({args.crops} crops), PSNR gain on the "
           f"{len(test_rows)} test windows")
     for target, position in (("centre FMR", centre_position), ("middle", middle_position)):
-        test = centre_pairs(test_rows, root, position)
+        test = target_pairs(test_rows, root, position)
         for source, rows in (("training windows", train_rows), ("other test windows (oracle)", oracle_rows)):
-            gain, steps = train_plain(centre_pairs(rows, root, position), test, args.train_seconds, args.seed,
+            gain, steps = train_plain(target_pairs(rows, root, position), test, args.train_seconds, args.seed,
                                       args.crops)
             print(f"   target {target:10s} trained on {len(rows):4d} {source:28s} {gain:+.3f} dB  ({steps} steps)",
                   flush=True)

@@ -312,4 +312,5 @@ def test_the_default_gan_training_crop_is_the_image_size():
     from pipeline.stage import load_params
 
     params = load_params("crop", "train_chrysos_gan", path=Path(__file__).resolve().parents[2] / "params.yaml")
+    assert params["train_chrysos_gan"]["crop_size"] == params["crop"]["size"]
     assert crop_size_warning(params["train_chrysos_gan"]["crop_size"], params["crop"]["size"]) is None

@@ -56,7 +56,7 @@ class Scorer:
 
     def __init__(self, cfg: EvalConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.fid = fid_metric.resolve_fid(cfg.fid, device, cfg.batch_size, cfg.fid_min_images)
+        self.fid = fid_metric.resolve_fid(cfg.fid, device, cfg.batch_size)
         self.lpips = resolve_lpips(cfg.lpips, cfg.lpips_net, device)
         self.face = cfg.landmarks or cfg.identity
         self.workers = cfg.workers(device) if self.face else 0
@@ -69,7 +69,7 @@ class Scorer:
     def info(self) -> dict:
         """What each metric used, or why it is unavailable (kept short: DVC shows it as columns)."""
         subset = {"face_samples": self.cfg.face_samples}  # the dlib metrics' stated subset (null: every sample)
-        return {"fid": self.fid.metadata(), "lpips": self.lpips.metadata(),
+        return {"fid": self.fid.metadata(self.cfg.fid_min_images), "lpips": self.lpips.metadata(),
                 "identity": {"available": self.cfg.identity, **subset},
                 "landmarks": {"available": self.cfg.landmarks, "threshold": self.cfg.landmark_threshold, **subset}}
 

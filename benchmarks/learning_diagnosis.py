@@ -46,7 +46,7 @@ from pipeline.eval.selection import centre_position, spread_over_n
 from pipeline.metrics.pixel import psnr
 from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.cfmd.losses import charbonnier, multiscale_charbonnier
-from pipeline.models.common import to_float
+from pipeline.models.common import to_float, to_uint8
 from pipeline.stage import load_params
 from pipeline.train.data import training_rows
 
@@ -120,8 +120,9 @@ def apply_filter(weights: np.ndarray, image: np.ndarray) -> np.ndarray:
     return np.clip(filter_features(image) @ weights, 0, 255).round().astype(np.uint8).reshape(image.shape)
 
 
-def mean_gain(weights_for, pairs) -> float:
-    gains = [psnr(apply_filter(weights_for(b, s), b)[None], s[None])[0] - psnr(b[None], s[None])[0] for b, s in pairs]
+def mean_gain(restore, pairs) -> float:
+    """Mean PSNR gain over the blurry input of `restore(blurry, target)` (a uint8 image) on the pairs."""
+    gains = [psnr(restore(b, s)[None], s[None])[0] - psnr(b[None], s[None])[0] for b, s in pairs]
     return float(np.mean(gains))
 
 
@@ -175,12 +176,8 @@ def train_plain(train_pairs, test_pairs, seconds: float, seed: int, crops: str =
         loss.backward()
         opt.step()
         steps += 1
-    gains = []
     with torch.no_grad():
-        for b, s in test_pairs:
-            restored = model(to_float(b, "cpu"), u[:1])[-1].clamp(0, 1).mul(255).round().byte()
-            gains.append(psnr(restored.permute(0, 2, 3, 1).numpy(), s[None])[0] - psnr(b[None], s[None])[0])
-    return float(np.mean(gains)), steps
+        return mean_gain(lambda b, s: to_uint8(model(to_float(b, "cpu"), u[:1])[-1][0]), test_pairs), steps
 
 
 def main(argv=None) -> None:
@@ -222,9 +219,10 @@ def main(argv=None) -> None:
     train = target_pairs(train_rows[::3], root)
     fitted_train = fit_filter(train)
     fitted_test = fit_filter(test)
-    print(f"   fitted on the training windows:          {mean_gain(lambda b, s: fitted_train, test):+.3f} dB")
-    print(f"   fitted on the test windows (pooled):     {mean_gain(lambda b, s: fitted_test, test):+.3f} dB")
-    print(f"   fitted per test image (oracle):          {mean_gain(lambda b, s: fit_filter([(b, s)], 1), test):+.3f} dB")
+    for label, restore in (("fitted on the training windows:", lambda b, s: apply_filter(fitted_train, b)),
+                           ("fitted on the test windows (pooled):", lambda b, s: apply_filter(fitted_test, b)),
+                           ("fitted per test image (oracle):", lambda b, s: apply_filter(fit_filter([(b, s)], 1), b))):
+        print(f"   {label:41s}{mean_gain(restore, test):+.3f} dB")
 
     print("\n3. where the blurry input's error is (test windows)")
     shares = []

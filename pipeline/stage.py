@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 PARAMS_FILE = "params.yaml"
+DVC_FILE = "dvc.yaml"
 
 
 def load_params(*keys: str, path: str | Path = PARAMS_FILE, validate: bool = True) -> dict:
@@ -98,3 +99,26 @@ def replacing_dir(out: str | Path) -> Iterator[Path]:
     os.replace(work, out)
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def pipeline_outputs(dvc_file: str | Path = DVC_FILE) -> list[Path]:
+    """The paths the pipeline writes (every stage's outs, metrics and plots in dvc.yaml; a path
+    with a `${...}` template is taken up to its folder before the template), or [] without a
+    dvc.yaml (a stage run outside a DVC project). Ingest refuses a source among them."""
+    import yaml
+
+    path = Path(dvc_file)
+    if not path.is_file():
+        return []
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    found = set()
+    for stage in stages.values():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        for key in ("outs", "metrics", "plots"):
+            for entry in body.get(key) or []:
+                name = next(iter(entry)) if isinstance(entry, dict) else str(entry)
+                if "${" in name:
+                    name = name[:name.index("${")].rpartition("/")[0]
+                if name:
+                    found.add(Path(name))
+    return sorted(found)

@@ -1,12 +1,11 @@
 """Stage `report`: dataset summary metrics, DVC plot tables and contact sheets."""
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from pipeline.dataset.manifest import read_manifests
 from pipeline.dataset.report import summary, write_gate_report, write_plots, write_sheets
-from pipeline.stage import setup_logging, write_json
+from pipeline.stage import replacing_dir, setup_logging, write_json
 
 
 def get_args_parser():
@@ -26,17 +25,19 @@ def main(args):
     table = read_manifests(args.root)
     ingest = json.loads(Path(args.ingest_metrics).read_text())
     landmarks = json.loads(Path(args.landmarks_metrics).read_text())
-    for d in (args.plots, args.sheets):
-        shutil.rmtree(d, ignore_errors=True)
-    write_plots(table, Path(args.plots))
-    # per video: the sharpness gate's values against its threshold, windows kept / dropped, and the
-    # videos that gave no samples with the reason (CSV plots, sheets/sharpness_gate.png, metrics)
-    gate = write_gate_report(args.root, Path(args.plots), Path(args.sheets))
+    # both folders are written beside the old ones and swapped in together at the end (their
+    # outputs are `persist`: DVC leaves them in place, so a failed run must not half-write them)
+    with replacing_dir(args.plots) as plots, replacing_dir(args.sheets) as sheet_dir:
+        write_plots(table, plots)
+        # per video: the sharpness gate's values against its threshold, windows kept / dropped, and the
+        # videos that gave no samples with the reason (CSV plots, sheets/sharpness_gate.png, metrics)
+        gate = write_gate_report(args.root, plots, sheet_dir)
+        sheets = write_sheets(table, args.root, sheet_dir, args.examples)
     write_json(args.metrics, {**summary(table, ingest, landmarks), "per_video": gate})
     for method, g in gate.items():
         for vid, why in g["videos_without_samples"].items():
             print(f"report: {method}: {vid} gave no samples: {why}")
-    sheets = write_sheets(table, args.root, Path(args.sheets), args.examples)
+    sheets = [Path(args.sheets) / Path(s).name for s in sheets]
     print(f"report: {table.num_rows} samples; plots in {args.plots}; sheets: {', '.join(map(str, sheets))}")
 
 

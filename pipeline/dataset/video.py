@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -67,14 +68,72 @@ class VideoSource:
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float
-    n_frames: int  # frames that actually decode
+    n_frames: int  # frames that decode cleanly: the usable part of the video
     width: int
     height: int
     declared_frames: int  # what the container claims (-1 when unknown)
+    truncated: str | None = None  # why the usable part ends early (`truncated at frame K: ...`), else None
+
+
+# FFmpeg's messages, as its default logger prints them on file descriptor 2 (OpenCV passes them
+# through): `[mpeg1video @ 0x55d0c1a2b3c0] ac-tex damaged at 6 17`. A decoder prints such a
+# line when it meets damaged data (and conceals it: the frame still decodes, with wrong pixels).
+FFMPEG_LINE = re.compile(rb"^\[[\w.,:-]+ @ (0x)?[0-9a-fA-F]+\] ", re.M)
+_STDERR_LOCK = __import__("threading").Lock()
+
+
+class DecoderMessages:
+    """Captures what the decoder prints on file descriptor 2 while a video is decoded, so damage
+    can be tied to the frame being decoded: `new()` returns FFmpeg's lines printed since its last
+    call. Everything else printed meanwhile is passed on to the real stderr when the block ends.
+    File descriptor 2 is process-wide, so captures are serialised (the threading backend decodes
+    one video at a time while probing)."""
+
+    def __enter__(self) -> "DecoderMessages":
+        import tempfile
+
+        _STDERR_LOCK.acquire()
+        try:
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+        except BaseException:
+            _STDERR_LOCK.release()
+            raise
+        self._read = 0
+        self._kept = b""
+        return self
+
+    def new(self) -> list[str]:
+        size = os.fstat(self._file.fileno()).st_size
+        if size == self._read:
+            return []
+        self._file.seek(self._read)
+        text = self._file.read(size - self._read)
+        self._read = size
+        lines = text.splitlines(keepends=True)
+        ffmpeg = [ln for ln in lines if FFMPEG_LINE.match(ln)]
+        self._kept += b"".join(ln for ln in lines if not FFMPEG_LINE.match(ln))
+        return [ln.decode("utf-8", "replace").strip() for ln in ffmpeg]
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.new()
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._file.close()
+            if self._kept:
+                os.write(2, self._kept)
+        finally:
+            _STDERR_LOCK.release()
 
 
 def _natural_key(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+MAX_FRAME_NUMBER = 2**31 - 1  # frame numbers are int32 in the landmarks and manifests
 
 
 def frame_number_of(path: str | Path, fallback: int) -> int:
@@ -90,7 +149,43 @@ def _video_id(rel: Path) -> str:
         parts = parts[:-1]
     else:
         parts[-1] = stem
-    return "-".join(parts) if parts else stem
+    return safe_video_id("-".join(parts) if parts else stem)
+
+
+# Ids name files and folders (`<id>.parquet`, `blurry/<id>/`, `<id>-fixed-n05-f000000.png`): a
+# name longer than this (bytes) is shortened, leaving room for the sample-id suffix under the
+# 255-byte file-name limit of common filesystems.
+MAX_ID_BYTES = 120
+
+
+def safe_video_id(raw: str) -> str:
+    """`raw` as one safe path component: never empty, `.` or `..`, never hidden (a leading `.`
+    gets a `_` in front: `..mpg` -> `_.`), no control characters (-> `_`), and at most
+    MAX_ID_BYTES bytes (longer names keep their start and gain `~` + 8 hex digits of their sha256,
+    so distinct long names stay distinct). The catalog's `path` column keeps the mapping."""
+    import hashlib
+
+    vid = "".join("_" if ord(c) < 32 or ord(c) == 127 or c in "/\\" else c for c in raw) or "_"
+    if vid.startswith("."):
+        vid = "_" + vid
+    if len(vid.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        head = vid.encode("utf-8", "surrogatepass")[:MAX_ID_BYTES - 9].decode("utf-8", "ignore")
+        vid = f"{head}~{digest}"
+    return vid
+
+
+def printable_path(path: str | Path) -> str:
+    """A path for messages and JSON: bytes that are not UTF-8 shown as `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # os.fsdecode maps undecodable bytes to lone surrogates
+        return False
 
 
 def _annot_dir(container: Path) -> str | None:
@@ -98,32 +193,90 @@ def _annot_dir(container: Path) -> str | None:
     return str(annot) if annot.is_dir() and any(annot.glob("*.pts")) else None
 
 
-def discover(source: str | Path) -> tuple[list[VideoSource], list[tuple[str, str]]]:
-    """Walk `source` for videos and image-sequence folders, in a stable (sorted) order.
+def walk_source(source: str | Path, excluded=(), wanted=lambda name: True
+                ) -> tuple[list[tuple[Path, list[str], list[str]]], list[tuple[str, str]]]:
+    """Every folder under `source` as (folder, subfolder names, file names), names in natural
+    order, following symbolic links to folders; and the entries not searched, as (path, reason):
 
-    Returns (sources, rejects) where rejects are (path, reason) for candidates that cannot be
-    told apart (two files mapping to one video id).
+    - a folder reached a second time (a link loop, or two links to one folder: its videos would be
+      catalogued twice, maybe on both sides of the split) is searched once, at its first path;
+    - a folder inside `excluded` (the pipeline's own outputs) is not searched;
+    - a folder, or a file for which `wanted(name)` holds, whose name is not valid UTF-8 is not
+      usable (OpenCV's decoder crashes on such paths, and parquet stores only UTF-8) and is named
+      with its bytes escaped; other such files are left out silently.
+    Files are listed whatever their type; callers pick videos, images and annotations."""
+    root = Path(source)
+    excluded = [os.path.realpath(e) for e in excluded]
+    out, problems = [], []
+    seen: dict[tuple[int, int], str] = {}
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        try:
+            st = os.stat(here)
+        except OSError as e:
+            problems.append((printable_path(here), f"cannot search this folder ({e.strerror})"))
+            continue
+        real = os.path.realpath(here)
+        inside = next((e for e in excluded if real == e or real.startswith(e + os.sep)), None)
+        if inside is not None:
+            problems.append((printable_path(here), f"inside the pipeline's own outputs ({inside}): not searched"))
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            link = f" (a symbolic link to {os.readlink(here)})" if os.path.islink(here) else ""
+            problems.append((printable_path(here), f"folder already searched as {seen[key]}{link}: "
+                                                   "a link loop or a second link to one folder, searched once"))
+            continue
+        seen[key] = printable_path(here)
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: _natural_key(e.name))
+        except OSError as e:
+            problems.append((printable_path(here), f"cannot list this folder ({e.strerror})"))
+            continue
+        dirs, files = [], []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symbolic links
+            except OSError:
+                is_dir = False
+            if not _is_utf8(entry.name):
+                if is_dir or wanted(entry.name):
+                    problems.append((printable_path(entry.path), "the name is not valid UTF-8: rename it (not used)"))
+                continue
+            (dirs if is_dir else files).append(entry.name)
+        out.append((here, dirs, files))
+        stack.extend(here / d for d in reversed(dirs))
+    return out, problems
+
+
+def discover(source: str | Path, excluded=()) -> tuple[list[VideoSource], list[tuple[str, str]]]:
+    """Walk `source` (`walk_source`: symbolic links to folders followed, each folder once) for
+    videos and image-sequence folders, in a stable (sorted) order.
+
+    Returns (sources, rejects) where rejects are (path, reason): candidates that cannot be told
+    apart (two files mapping to one video id) and what `walk_source` did not search.
     """
     root = Path(source)
     if not root.is_dir():
         raise VideoError(f"{root}: the video source folder does not exist (set ingest.source)")
     found: list[VideoSource] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort(key=_natural_key)
-        here = Path(dirpath)
+    folders, rejects = walk_source(root, excluded, wanted=lambda name: name.lower().endswith(
+        VIDEO_EXTENSIONS + IMAGE_EXTENSIONS + (".pts",)))
+    for here, _, filenames in folders:
         if here.name == ANNOTATION_FOLDER:
             continue
         images = [f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
         videos = [f for f in filenames if f.lower().endswith(VIDEO_EXTENSIONS)]
-        for name in sorted(videos, key=_natural_key):
+        for name in videos:
             rel = (here / name).relative_to(root)
             found.append(VideoSource(_video_id(rel), str(here / name), "video", _annot_dir(here)))
         if images:
             rel = here.relative_to(root)
             container = here.parent if here.name.lower() in FRAME_FOLDER_NAMES else here
-            vid = _video_id(rel) if rel.parts else root.name
+            vid = _video_id(rel) if rel.parts else safe_video_id(root.resolve().name)
             found.append(VideoSource(vid, str(here), "images", _annot_dir(container)))
-    sources, rejects, seen = [], [], {}
+    sources, seen = [], {}
     # A 300VW folder may hold both `vid.avi` and extracted frames: keep the video.
     for src in sorted(found, key=lambda s: (s.kind != "video", _natural_key(s.path))):
         if src.video_id in seen:
@@ -166,10 +319,14 @@ def _open_capture(path: str) -> cv2.VideoCapture:
 
 
 def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float = 0.02) -> VideoInfo:
-    """Decode the whole stream once (cheaply: grab without converting) to count real frames.
+    """Decode the whole stream once (cheaply: grab without converting) to count the usable frames.
 
-    Containers' frame counts are estimates; a file whose count of decodable frames falls short
-    of what its index declares is truncated and rejected rather than silently shortened.
+    The usable part ends before the first frame the decoder reports damage on (it conceals the
+    damage, so the frame would decode with wrong pixels: a file cut short ends that way), or where
+    the stream ends when that is short of what the container declares (containers' counts are
+    estimates: a tolerance applies). A video shortened either way is kept with its usable frames
+    and `truncated` says why (`truncated at frame K: ...`); one with fewer than 2 usable frames is
+    rejected.
     """
     if src.kind == "images":
         files = image_files(src.path)
@@ -179,6 +336,9 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
         # ingest cannot fail later on a bad frame; a bad one rejects the sequence, naming the frames.
         size, bad = None, []
         for f in files:
+            if not _is_utf8(f.name):
+                bad.append(f"{printable_path(f)} (the name is not valid UTF-8)")
+                continue
             try:
                 if _check_file(str(f)).st_size == 0:
                     bad.append(f"{f} (empty image file)")
@@ -198,9 +358,15 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
             raise VideoError(f"{src.path}: {len(bad)} of {len(files)} frames cannot be used: "
                              f"{', '.join(bad[:5])}{more}; fix or remove them (a removed frame is a gap: "
                              "no window averages across it)")
+        too_big = next((f for f in files if frame_number_of(f, 0) > MAX_FRAME_NUMBER), None)
+        if too_big is not None:
+            raise VideoError(f"{src.path}: frame numbers in the file names exceed {MAX_FRAME_NUMBER} "
+                             f"({too_big.name}: a timestamp?); number the frames 000001{too_big.suffix}, "
+                             f"000002{too_big.suffix}, ... (the number orders the frames and finds gaps)")
         h, w = size
         return VideoInfo(float(image_fps), len(files), int(w), int(h), len(files))
     cap = _open_capture(src.path)
+    damage = None  # (frame, first decoder message): the usable part ends before that frame
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
         declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -208,20 +374,35 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
             declared = -1
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         n = 0
-        while cap.grab():
-            n += 1
+        with DecoderMessages() as messages:
+            while True:
+                ok = cap.grab()
+                said = messages.new()
+                if said and damage is None:
+                    # a damaged frame may be decoded a call or two before it is returned (frame
+                    # reordering, threads): everything from this call on is suspect
+                    damage = (n, said[0])
+                if not ok:
+                    break
+                n += 1
     finally:
         cap.release()
-    if n == 0:
+    decoded, reason = n, None
+    if damage is not None:
+        n = damage[0]
+        reason = f"truncated at frame {n}: the decoder reports damaged data there ({damage[1].split('] ', 1)[-1]})"
+    elif declared > 0 and n < declared - max(2, truncation_tolerance * declared):
+        reason = f"truncated at frame {n}: the container declares {declared} frames but only {n} decode"
+    if decoded == 0:
         raise VideoError(f"{src.path}: no frame decodes (empty stream or not a video)")
-    if n == 1:
+    if decoded == 1:
         raise VideoError(f"{src.path}: a single frame (a still image?), not a video")
-    if declared > 0 and n < declared - max(2, truncation_tolerance * declared):
-        raise VideoError(f"{src.path}: truncated: the container declares {declared} frames "
-                         f"but only {n} decode")
+    if n < 2:
+        raise VideoError(f"{src.path}: {reason}, which leaves {n} usable frames")
+    truncated = None if reason is None else f"{reason}; frames 0-{n - 1} are used"
     if w <= 0 or h <= 0:
         raise VideoError(f"{src.path}: frame size unknown")
-    return VideoInfo(float(fps) if fps and fps > 0 else float("nan"), n, w, h, declared)
+    return VideoInfo(float(fps) if fps and fps > 0 else float("nan"), n, w, h, declared, truncated)
 
 
 def frame_numbers(src: VideoSource, n_frames: int) -> np.ndarray:

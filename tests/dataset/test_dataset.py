@@ -111,7 +111,8 @@ def test_metrics_count_what_the_manifests_hold(small_run, rows):
     by_n = json.loads((small_run.parents[1] / "metrics/dataset_by_n.json").read_text())["by_n"]
     assert by_n["train"]["fixed"]["N09"] == n9_train and "by_n" not in metrics  # per N: a data file, not a metric
     ingest = json.loads((small_run.parents[1] / "metrics/ingest.json").read_text())
-    assert ingest == {"frames": 270, "videos": 3, "videos_rejected": 0, "videos_test": 1, "videos_train": 2}
+    assert ingest == {"frames": 270, "videos": 3, "videos_rejected": 0, "videos_test": 1, "videos_train": 2,
+                      "videos_truncated": 0}
 
 
 def test_validation_rejects_broken_rows(small_run):

@@ -31,11 +31,15 @@ def main(args):
         no_face = [r["video_id"] for r in ok if r["frames_no_face"] == r["frames"]]
         write_json(work / "report.json", {"failed": [{"video_id": r["video_id"], "reason": r["error"]}
                                                      for r in failed], "videos_without_face": no_face,
+                                          # annotation files not trusted (that frame fell back to dlib)
+                                          "pts_rejected": [{"video_id": r["video_id"], **x}
+                                                           for r in ok for x in r["pts_rejected"]],
                                           # face tracks and shot cuts (first frame of each new shot) per video
                                           "videos": {r["video_id"]: {"tracks": r["tracks"], "cuts": r["cut_frames"]}
                                                      for r in ok}})
     metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face),
-               "tracks": int(sum(r["tracks"] for r in ok)), "cuts": int(sum(r["cuts"] for r in ok))}
+               "tracks": int(sum(r["tracks"] for r in ok)), "cuts": int(sum(r["cuts"] for r in ok)),
+               "pts_rejected": int(sum(len(r["pts_rejected"]) for r in ok))}
     for key in sorted({k for r in ok for k in r if k.startswith("frames")}):
         metrics[key] = int(sum(r[key] for r in ok))
     write_json(args.metrics, metrics)

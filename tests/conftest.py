@@ -148,3 +148,44 @@ def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
         sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
         out.append(((2 * mx * my + c1) * (2 * sxy + c2) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))).mean())
     return float(np.mean(out))
+
+
+# ------------------------------------------------------------------ 300VW-style annotated sequences
+
+
+def pts_text(points: np.ndarray, n_header: int | None = None, braces=(True, True)) -> str:
+    lines = ["version: 1", f"n_points: {len(points) if n_header is None else n_header}"]
+    if braces[0]:
+        lines.append("{")
+    lines += [f"{x:.3f} {y:.3f}" for x, y in points]
+    if braces[1]:
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def annotated_sequence(folder: Path, frames: list[np.ndarray], points: list[np.ndarray]) -> None:
+    (folder / "imgs").mkdir(parents=True)
+    (folder / "annot").mkdir()
+    for i, (f, p) in enumerate(zip(frames, points), start=1):
+        cv2.imwrite(str(folder / "imgs" / f"{i:06d}.png"), f)
+        (folder / "annot" / f"{i:06d}.pts").write_text(pts_text(p))
+
+
+def dlib_points(frames: list[np.ndarray]) -> list[np.ndarray]:
+    from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
+
+    det, pred = frontal_face_detector(), shape_predictor_68()
+    out = []
+    for f in frames:
+        g = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
+        rects = det(g, 0)
+        assert len(rects) == 1
+        out.append(np.array([(p.x, p.y) for p in pred(g, rects[0]).parts()], dtype=np.float32))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pts_frames():
+    """15 GRID frames and their dlib landmarks: the makings of an annotated (300VW-style) sequence."""
+    frames = read_frames(GRID / "bbaf2n.mpg", 15)
+    return frames, dlib_points(frames)

@@ -82,6 +82,41 @@ def points_box(pts: np.ndarray) -> np.ndarray:
     return np.concatenate([pts.min(0), pts.max(0)]).astype(np.float64)
 
 
+# Annotation points we do not trust (a `.pts` file that is corrupt, shifted or from another clip):
+# points this far outside the frame (share of its width / height), a box this small (px), or a
+# face whose box centre moves more than JUMP_SIZES of its size, or whose size changes by more than
+# JUMP_SCALE x, from the previous frame's landmarks (a real face moves a fraction of its size
+# from one frame to the next).
+FRAME_MARGIN = 0.25
+MIN_BOX = 4.0
+JUMP_SIZES = 1.0
+JUMP_SCALE = 2.0
+
+
+def untrusted_points(pts: np.ndarray, frame_w: int, frame_h: int, prev: np.ndarray | None = None) -> str | None:
+    """Why the annotated points of one frame cannot be trusted, or None. `prev`: the previous
+    frame's landmarks in the same shot (None: no jump test)."""
+    if pts.shape != (N_POINTS, 2):
+        return f"{len(pts)} points, expected {N_POINTS}"
+    if not np.isfinite(pts).all():
+        return "non-finite coordinates"
+    x0, y0, x1, y1 = points_box(pts)
+    mx, my = FRAME_MARGIN * frame_w, FRAME_MARGIN * frame_h
+    if x0 < -mx or y0 < -my or x1 > frame_w + mx or y1 > frame_h + my:
+        return (f"points leave the {frame_w}x{frame_h} frame (x {x0:.6g} to {x1:.6g}, y {y0:.6g} to {y1:.6g})")
+    if x1 - x0 < MIN_BOX or y1 - y0 < MIN_BOX:
+        return f"the points collapse to a {x1 - x0:.3g} x {y1 - y0:.3g} px box"
+    if prev is not None:
+        b = points_box(prev)
+        size, new_size = np.sqrt((b[2] - b[0]) * (b[3] - b[1])), np.sqrt((x1 - x0) * (y1 - y0))
+        moved = float(np.hypot((x0 + x1 - b[0] - b[2]) / 2, (y0 + y1 - b[1] - b[3]) / 2))
+        ratio = new_size / max(size, 1e-6)
+        if moved > JUMP_SIZES * size or not 1 / JUMP_SCALE <= ratio <= JUMP_SCALE:
+            return (f"the face jumps from the previous frame's (centre moved {moved:.0f} px, size x{ratio:.2f}, "
+                    f"face size {size:.0f} px)")
+    return None
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -376,17 +411,19 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
     """Landmarks for every frame of one video as tables of up to `batch` rows, streamed from the
     decoder (one frame in memory at a time, plus the few frames an unconfirmed track holds back).
 
-    `info`, if given, receives the video's totals: frames, frames_no_face, tracks, cuts (frame list)."""
+    `info`, if given, receives the video's totals: frames, frames_no_face, tracks, cuts (frame list),
+    pts_rejected ([{path, frame, reason}]: annotation files not trusted, `untrusted_points`)."""
     annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
     numbers = frame_numbers(src, n_frames)
     single = params.faces == "largest" or bool(annots)  # .pts sources keep their single annotated track
     tracker = FaceTracker(params) if single else MultiFaceTracker(params)
     cuts = CutDetector(params.cut_threshold, params.cut_ratio)
     info = {} if info is None else info
-    info.update(frames=0, frames_no_face=0, tracks=0, cuts=[])
+    info.update(frames=0, frames_no_face=0, tracks=0, cuts=[], pts_rejected=[])
     cols = {k: [] for k in LANDMARKS_SCHEMA.names}
     pending: list[list] = []  # frames not yet written: [frame, number, cut, [(track, pts, source, quality, ok, sharp)]]
     decoded = 0
+    previous_number = None
 
     def release(final: bool = False):
         """Write held frames, in order, once every track they mention is confirmed or dropped."""
@@ -425,13 +462,18 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
                 tracker.reset(None)  # the subject's track ends at a cut: find it again
             pts = None
             if number in annots:
+                # the previous frame's landmarks (any source) when it is the frame just before, same shot
+                prev = tracker.prev if not cut and previous_number == number - 1 else None
                 try:
                     pts = read_pts(annots[number])
+                    why = untrusted_points(pts, gray.shape[1], gray.shape[0], prev)
                 except PtsError as e:
-                    log.warning("%s; falling back to dlib for that frame", e)
-                if pts is not None and pts.shape != (N_POINTS, 2):
-                    log.warning("%s: %d points, expected 68; falling back to dlib", annots[number], len(pts))
+                    why = str(e).split(": ", 1)[-1]
+                if why is not None:
+                    log.warning("%s: %s; falling back to dlib for frame %d", annots[number], why, i)
+                    info["pts_rejected"].append({"path": str(annots[number]), "frame": i, "reason": why})
                     pts = None
+            previous_number = number
             if pts is not None:
                 tracker.reset(pts, gray)
                 source, quality, ok = "pts", 1.0, True
@@ -587,7 +629,8 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
     tmp.replace(path)
     frames = info["frames"]
     stats = {"video_id": vid, "error": None, "frames": frames, "frames_no_face": info["frames_no_face"],
-             "tracks": info["tracks"], "cuts": len(info["cuts"]), "cut_frames": info["cuts"]}
+             "tracks": info["tracks"], "cuts": len(info["cuts"]), "cut_frames": info["cuts"],
+             "pts_rejected": info["pts_rejected"]}
     # frames_<source>: (frame, track) rows with landmarks from that source
     stats.update({f"frames_{s}": counts[s] for s in SOURCES if s != "none"})
     log.info("%s: %d frames, %d without a face, %d tracks, cuts at %s (%s)", vid, frames, info["frames_no_face"],

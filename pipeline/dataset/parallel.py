@@ -79,16 +79,50 @@ def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: s
     return out
 
 
+PARENT_POLL_SECONDS = 0.02
+_watched_parent: int | None = None
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a worker process: end this process as soon as `parent` (the stage) is gone.
+
+    A stage killed outright (SIGKILL, an OOM kill) cannot stop its workers, and loky's would
+    otherwise go on for minutes, writing into the dead run's staging folder. Workers are the
+    stage's children, so a parent that dies re-parents them: a daemon thread polls getppid()
+    every PARENT_POLL_SECONDS and kills the worker when it changes (at most one image is written
+    meanwhile, into the staging folder the next run deletes first)."""
+    global _watched_parent
+    if _watched_parent == parent or os.getpid() == parent:  # already watching; or not a worker
+        return
+    _watched_parent = parent
+    import signal
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if os.getppid() != parent:  # the stage is already gone
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class _OneThreadEach:
     """Runs `fn` with OpenCV single-threaded: the videos already use every core, and OpenCV's own
-    pool (one thread per core in every worker) would only oversubscribe them."""
+    pool (one thread per core in every worker) would only oversubscribe them. In a local worker
+    process (loky), the worker also ends with the stage (`exit_with_parent`)."""
 
-    def __init__(self, fn: Callable):
+    def __init__(self, fn: Callable, watch_parent: bool = False):
         self.fn = fn
+        self.parent = os.getpid() if watch_parent else None
 
     def __call__(self, *args, **kwargs):
         import cv2
 
+        if self.parent is not None:
+            exit_with_parent(self.parent)
         cv2.setNumThreads(1)
         return self.fn(*args, **kwargs)
 
@@ -105,7 +139,8 @@ def _run(fn: Callable, items: list, n_jobs: int, backend: str, desc: str, kwargs
     with _backend_context(backend, n_jobs) as name:
         kw = {} if name == "dask" else {"backend": name}
         runner = Parallel(n_jobs=n_jobs, return_as="generator", **kw)
-        task = _OneThreadEach(fn)
+        # loky's workers are this process's children; Dask's belong to its nanny or cluster
+        task = _OneThreadEach(fn, watch_parent=name == "loky")
         for result in runner(delayed(task)(item, **kwargs) for item in items):
             out.append(result)
             bar.update()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.dataset.manifest import middle_position
+from pipeline.dataset.parallel import exit_with_parent
 from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.metrics.identity import cosine_distance, identity_distance
@@ -60,8 +62,10 @@ class Scorer:
         self.lpips = resolve_lpips(cfg.lpips, cfg.lpips_net, device)
         self.face = cfg.landmarks or cfg.identity
         self.workers = cfg.workers(device) if self.face else 0
-        # spawn: the workers only run dlib, and must not inherit a CUDA context
-        self.pool = (ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # spawn: the workers only run dlib, and must not inherit a CUDA context; they end with the
+        # stage even when it is killed outright (exit_with_parent)
+        self.pool = (ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=exit_with_parent, initargs=(os.getpid(),))
                      if self.workers > 0 else None)
         if self.face and self.pool is None:
             face_tools(cfg.detect_upsample, cfg.crop_widen, cfg.identity)  # load dlib once, fail early

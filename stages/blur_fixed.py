@@ -25,8 +25,9 @@ def get_args_parser():
 def main(args):
     setup_logging()
     params = load_params("crop", "blur", "compute")
+    fixed = FixedParams.from_params(params["blur"])
     build_stage("fixed", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
-                p=FixedParams.from_params(params["blur"]), crop=CropParams.from_params(params["crop"]),
+                min_frames=min(fixed.windows), p=fixed, crop=CropParams.from_params(params["crop"]),
                 png=PngEncoder.from_params(params["blur"]), interp=InterpParams.from_params(params["blur"]))
     # per video: windows kept and dropped, sharpness distribution against the gate (the report reads it)
     skipped = json.loads((Path(args.root) / "fixed" / "skipped.json").read_text())

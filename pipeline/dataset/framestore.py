@@ -86,6 +86,9 @@ class FrameStore:
         with open(self.path, "rb") as f:
             f.seek(int(c["offset"][i]))
             data = f.read(int(c["length"][i]))
+        if len(data) != int(c["length"][i]):
+            raise IOError(f"{self.path}: frame {frame} is cut short ({len(data)} of {int(c['length'][i])} bytes at "
+                          f"offset {int(c['offset'][i])}): the store is truncated; rebuild it (dvc repro -f <blur stage>)")
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise IOError(f"{self.path}: frame {frame} does not decode (store corrupt?)")

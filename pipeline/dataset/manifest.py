@@ -306,19 +306,29 @@ def middle_position(row: dict) -> int:
 def _read_rgb(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise FileNotFoundError(f"{path}: blurry image missing or unreadable")
+        raise SampleReadError(f"{path}: blurry image missing or unreadable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+class SampleReadError(OSError):
+    """A sample's files are missing or damaged; the message names the sample and the file."""
+
+
 def load_sharp(row: dict, positions, size: int, root: str | Path = DATASET_ROOT) -> np.ndarray:
-    """Only the sharp frames at `positions` (FMR order) of a row: (len, size, size, 3) uint8 RGB."""
-    store = open_store(Path(root) / row["sharp_store"])
+    """Only the sharp frames at `positions` (FMR order) of a row: (len, size, size, 3) uint8 RGB.
+    SampleReadError naming the row and the store when the store is missing, cut short or corrupt."""
+    path = Path(root) / row["sharp_store"]
     box = np.rint(np.asarray(row["crop_box"], dtype=np.float64)).astype(np.int64)
     resize = row.get("crop_resize") or "opencv"  # manifests written before the column: OpenCV
     out = []
-    for k in positions:
-        region, origin, frame_size = store.region(row["frame_indices"][k])
-        out.append(cv2.cvtColor(crop_resize(region, box, size, origin, frame_size, resize), cv2.COLOR_BGR2RGB))
+    try:
+        store = open_store(path)
+        for k in positions:
+            region, origin, frame_size = store.region(row["frame_indices"][k])
+            out.append(cv2.cvtColor(crop_resize(region, box, size, origin, frame_size, resize), cv2.COLOR_BGR2RGB))
+    except (OSError, KeyError, ValueError, cv2.error) as e:
+        raise SampleReadError(f"sample {row['sample_id']}: cannot read its sharp frames from {path}: "
+                              f"{str(e).strip() or type(e).__name__}") from e
     return np.stack(out)
 
 

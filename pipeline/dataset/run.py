@@ -35,8 +35,11 @@ def _remove_partial(root: Path, method: str, video_id: str) -> None:
     part_path(root, method, video_id).unlink(missing_ok=True)
 
 
-def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, **kwargs):
+def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, min_frames: int = 1, **kwargs):
     vid = video["video_id"]
+    if int(video["n_frames"]) < min_frames:
+        return vid, None, {}, (f"{vid}: {video['n_frames']} frames, too few for any {method} window "
+                               f"(the shortest is {min_frames} frames)")
     lm_path = landmarks_file(landmarks_dir, vid)
     if not lm_path.is_file():
         return vid, None, {}, f"{vid}: no landmarks file ({lm_path}); the landmarks stage skipped it"
@@ -59,17 +62,17 @@ def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, *
 
 
 def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_jobs=1, backend=None,
-               **kwargs) -> tuple[Path, dict, list[dict]]:
+               min_frames: int = 1, **kwargs) -> tuple[Path, dict, list[dict]]:
     """Apply `build(src, video, landmarks, root, **kwargs) -> (rows file | None, stats)` to every
-    video, then merge the per-video rows into `<root>/<method>/samples.parquet`, batch by batch and
+    video with at least `min_frames` frames (the shortest window; shorter videos are skipped with
+    that reason), then merge the per-video rows into `<root>/<method>/samples.parquet`, batch by batch and
     in catalog order (so the result does not depend on n_jobs or the backend).
 
     Returns (samples.parquet, summed stats, skipped [{video_id, reason}]).
     """
     results = map_videos(_one_video, [with_absolute_paths(v) for v in catalog], n_jobs=n_jobs, backend=backend,
                          desc=method, build=build, method=method, landmarks_dir=os.path.abspath(landmarks_dir),
-                         root=os.path.abspath(root),
-                         **kwargs)
+                         root=os.path.abspath(root), min_frames=min_frames, **kwargs)
     totals, skipped, parts = {}, [], []
     for vid, n, stats, err in results:
         if err:
@@ -90,7 +93,7 @@ def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_j
 
 
 def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_path, compute: dict,
-                **kwargs) -> Path:
+                min_frames: int = 1, **kwargs) -> Path:
     """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
     from pipeline.dataset.ingest import read_catalog
     from pipeline.stage import replacing_dir, write_json
@@ -99,7 +102,8 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
     catalog = read_catalog(catalog_path)
     with replacing_dir(out) as work:  # the previous <root>/<method> survives a failed run
         path, stats, skipped = run_method(method, build, catalog, landmarks_dir, work.parent,
-                                          n_jobs=compute["n_jobs"], backend=compute.get("backend"), **kwargs)
+                                          n_jobs=compute["n_jobs"], backend=compute.get("backend"),
+                                          min_frames=min_frames, **kwargs)
         samples = pq.read_table(path, columns=["split", "n_frames", "gradient_energy"])
         write_json(work / "skipped.json", skipped)
     path = out / path.name

@@ -62,6 +62,21 @@ from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, render, window_box
 from pipeline.dataset.video import FrameReader
 
+# Memory for decoded frames (bytes). VLA revisits the frames of the window being grown and renders
+# a window from frames it has just decoded, so its frame cache holds at least max_len + 2 frames
+# (fewer would re-decode from the start on every backward step) and at most 2 max_len + 2; within
+# that range the budget decides, so a 4K video (25 MB a frame) keeps max_len + 2 frames (~570 MB
+# at max_len 21) instead of 44 (1.1 GB). Grey copies of full frames (for the analysis crops) are
+# cached within GREY_CACHE_BYTES.
+FRAME_CACHE_BYTES = 256 * 2**20
+GREY_CACHE_BYTES = 64 * 2**20
+
+
+def frame_cache_frames(p: "VLAParams", width: int, height: int) -> int:
+    """How many decoded frames VLA's reader keeps (see FRAME_CACHE_BYTES)."""
+    return int(np.clip(FRAME_CACHE_BYTES // max(3 * width * height, 1), p.max_len + 2, 2 * p.max_len + 2))
+
+
 PARTS = {
     "jaw": range(0, 17), "right_brow": range(17, 22), "left_brow": range(22, 27), "nose": range(27, 36),
     "right_eye": range(36, 42), "left_eye": range(42, 48), "mouth": range(48, 68),
@@ -153,13 +168,14 @@ class _Analyzer:
         self._flow: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         size = self.p.analysis_size
         self._grid = np.meshgrid(np.arange(size, dtype=np.float32), np.arange(size, dtype=np.float32))
+        self._grey_frames = max(2, min(4 * p.max_len, GREY_CACHE_BYTES // max(frame_w * frame_h, 1)))
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
     def grey(self, i: int) -> np.ndarray:
         g = self._grey.get(i)
         if g is None:
-            if len(self._grey) > 4 * self.p.max_len:
-                self._grey.clear()
+            if len(self._grey) >= self._grey_frames:
+                self._grey.pop(next(iter(self._grey)))  # the oldest
             g = self._grey[i] = cv2.cvtColor(self.reader.get(i), cv2.COLOR_BGR2GRAY)
         return g
 
@@ -282,7 +298,7 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     stream = renderer is not None and not p.reverse
     w_, h_ = int(video["width"]), int(video["height"])
     _, _, follows = usable(lm, None)
-    reader = FrameReader(src, capacity=2 * p.max_len + 2)
+    reader = FrameReader(src, capacity=frame_cache_frames(p, w_, h_))
     an = _Analyzer(reader, lm, w_, h_, p, crop)
     ok = _Usable(an, lm, p)
     stats = {"windows": 0, "dropped_short": 0, **{f"stop_{r}": 0 for r in STOP_REASONS}, "skipped_duplicate": 0}

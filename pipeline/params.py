@@ -308,6 +308,14 @@ SCHEMA: dict[str, Section] = {
         "min_track_frames": Int(ge=1),
         "cut_threshold": Nullable(Float(gt=0, le=2)),
         "cut_ratio": Float(ge=0),
+        "holds": Section({  # held (repeated) frames: pipeline/dataset/holds.py
+            "max_diff": Float(ge=0, le=255),
+            "relative": Float(ge=0, le=1),
+            "max_relative_diff": Float(ge=0, le=255),
+            "context": Int(ge=1, le=30),
+            "max_block_diff": Float(gt=0, le=255),
+            "max_side": Int(ge=16),
+        }),
     }),
     "crop": Section({
         "widen": Float(ge=0, le=5),
@@ -321,6 +329,7 @@ SCHEMA: dict[str, Section] = {
         "rounding": Choice("truncate", "round"),
         "interpolate": Int(ge=1, le=64),
         "exposure": Float(gt=0, le=1),
+        "units": Choice("frames", "pictures"),
         "png": Section({
             "encoder": Choice("fpng", "opencv"),
             "level": Int(ge=0, le=9),

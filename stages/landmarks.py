@@ -35,12 +35,13 @@ def main(args):
                                           "pts_rejected": [{"video_id": r["video_id"], **x}
                                                            for r in ok for x in r["pts_rejected"]],
                                           # face tracks and shot cuts (first frame of each new shot) per video
-                                          "videos": {r["video_id"]: {"tracks": r["tracks"], "cuts": r["cut_frames"]}
-                                                     for r in ok}})
+                                          # held frames: repeat share, mean hold, cadence (pipeline/dataset/holds.py)
+                                          "videos": {r["video_id"]: {"tracks": r["tracks"], "cuts": r["cut_frames"],
+                                                                     "holds": r["holds"]} for r in ok}})
     metrics = {"videos_failed": len(failed), "videos_without_face": len(no_face),
                "tracks": int(sum(r["tracks"] for r in ok)), "cuts": int(sum(r["cuts"] for r in ok)),
                "pts_rejected": int(sum(len(r["pts_rejected"]) for r in ok))}
-    for key in sorted({k for r in ok for k in r if k.startswith("frames")}):
+    for key in sorted({k for r in ok for k in r if k.startswith("frames")}):  # frames_repeated among them
         metrics[key] = int(sum(r[key] for r in ok))
     write_json(args.metrics, metrics)
     print(f"landmarks: {len(ok)} videos, {metrics.get('frames', 0)} frames, "

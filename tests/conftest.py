@@ -163,11 +163,12 @@ def pts_text(points: np.ndarray, n_header: int | None = None, braces=(True, True
     return "\n".join(lines) + "\n"
 
 
-def annotated_sequence(folder: Path, frames: list[np.ndarray], points: list[np.ndarray]) -> None:
+def annotated_sequence(folder: Path, frames: list[np.ndarray], points: list[np.ndarray], ext: str = ".png") -> None:
+    """A 300VW-layout video: `imgs/000001<ext>`, ... and `annot/000001.pts`, ..."""
     (folder / "imgs").mkdir(parents=True)
     (folder / "annot").mkdir()
     for i, (f, p) in enumerate(zip(frames, points), start=1):
-        cv2.imwrite(str(folder / "imgs" / f"{i:06d}.png"), f)
+        cv2.imwrite(str(folder / "imgs" / f"{i:06d}{ext}"), f)
         (folder / "annot" / f"{i:06d}.pts").write_text(pts_text(p))
 
 

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dataclasses import replace
+
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
+from pipeline.dataset.holds import UNITS, picture_view
 from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, window_box
@@ -45,6 +48,7 @@ class FixedParams:
     sharpness_space: str = "crop"  # crop | source
     sharpness_percentile: float | None = None  # 0-100, or None: absolute gate (min_sharpness)
     rounding: str = "truncate"  # truncate | round (blur.rounding)
+    units: str = "pictures"  # blur.units: frames (the authors) | pictures (held frames skipped)
 
     @classmethod
     def from_params(cls, blur: dict) -> "FixedParams":
@@ -66,8 +70,11 @@ class FixedParams:
         rounding = str(blur.get("rounding", cls.rounding))
         if rounding not in ("truncate", "round"):
             raise ValueError(f"blur.rounding must be truncate or round, got {rounding!r}")
+        units = str(blur.get("units", cls.units))
+        if units not in UNITS:
+            raise ValueError(f"blur.units must be one of {UNITS}, got {units!r}")
         return cls(windows, stride, float(fixed.get("min_sharpness", cls.min_sharpness)), float(blur.get("gamma", 1.0)),
-                   space, pct, rounding)
+                   space, pct, rounding, units)
 
 
 @dataclass
@@ -155,12 +162,15 @@ def frame_sharpness(src, lm: dict, frame_w: int, frame_h: int, crop: CropParams)
     return out
 
 
-def gate_threshold(src, lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams) -> float:
-    """The video's sharpness threshold: min_sharpness, or its p-th percentile of per-frame sharpness."""
+def gate_threshold(src, lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams,
+                   frames: np.ndarray | None = None) -> float:
+    """The video's sharpness threshold: min_sharpness, or its p-th percentile of per-frame sharpness
+    (over `frames` only, when given: one frame per picture)."""
     if p.sharpness_percentile is None:
         return p.min_sharpness
     values = lm["sharpness"] if p.sharpness_space == "source" else frame_sharpness(src, lm, frame_w, frame_h, crop)
-    values = np.asarray(values, np.float64)[lm["has_face"]]
+    keep = lm["has_face"] if frames is None else np.isin(np.arange(len(lm["has_face"])), frames) & lm["has_face"]
+    values = np.asarray(values, np.float64)[keep]
     values = values[np.isfinite(values)]
     return float(np.percentile(values, p.sharpness_percentile)) if len(values) else float("inf")
 
@@ -241,20 +251,25 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     w_, h_ = int(video["width"]), int(video["height"])
     tracks = as_tracks(lm)
     multi = len(tracks) > 1
+    # blur.units: pictures: windows of consecutive pictures, one frame each (the view); frames: as is
+    views = {t: picture_view(tl) if p.units == "pictures" else (tl, None) for t, tl in tracks.items()}
     if multi and p.sharpness_percentile is not None:  # one video threshold: every track's frames pooled
-        pooled = {k: np.concatenate([tl[k] for tl in tracks.values()]) for k in ("has_face", "sharpness")}
+        pooled = {k: np.concatenate([view[k] for view, _ in views.values()]) for k in ("has_face", "sharpness")}
         if p.sharpness_space != "source":
-            pooled["sharpness"] = np.concatenate([frame_sharpness(src, tl, w_, h_, crop) for tl in tracks.values()])
+            pooled["sharpness"] = np.concatenate([frame_sharpness(src, tl, w_, h_, crop)[_all(views[t][1], tl)]
+                                                  for t, tl in tracks.items()])
         threshold = float(np.percentile(v, p.sharpness_percentile)) if len(
             v := pooled["sharpness"][pooled["has_face"] & np.isfinite(pooled["sharpness"])]) else float("inf")
     else:
-        threshold = gate_threshold(src, next(iter(tracks.values())), w_, h_, p, crop)
+        t0 = next(iter(tracks))
+        threshold = gate_threshold(src, tracks[t0], w_, h_, p, crop, views[t0][1])
     source = p.sharpness_space == "source"
     stats = WindowStats()
     # every track's windows, merged in order of their first frame (a single track: as before)
-    planned = heapq.merge(*(iter_windows(tl, w_, h_, p, crop, video["video_id"], stats,
-                                         threshold if source else None, t if multi else None)
-                            for t, tl in tracks.items()), key=lambda w: w.frames[0])
+    planned = heapq.merge(*(_in_source(iter_windows(view, w_, h_, p, crop, video["video_id"], stats,
+                                                    threshold if source else None, t if multi else None),
+                                       frames, video["video_id"], t if multi else None)
+                            for t, (view, frames) in views.items()), key=lambda w: w.frames[0])
     renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop, png, p.rounding,
                         gate=None if source else threshold, measure=True, interp=interp, tracks=tracks)
     nxt = next(planned, None)
@@ -274,13 +289,30 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     stats.dropped_sharpness += renderer.dropped_sharpness
     stats.crop_shift, stats.crop_pad = renderer.crop_adjust["shift"], renderer.crop_adjust["pad"]
     values = renderer.window_sharpness if not source else [
-        float(np.nanmin(tl["sharpness"][list(w)])) for tl in tracks.values() for w in _source_windows(tl, p)]
+        float(np.nanmin(view["sharpness"][list(w)])) for view, _ in views.values() for w in _source_windows(view, p)]
     write_gate_record(root, "fixed", video["video_id"], {
         "windows": stats.as_dict(), "space": p.sharpness_space, "percentile": p.sharpness_percentile,
         "measure": "lowest frame sharpness of each window" + (" (crop at output size, window's box)"
                                                                if not source else " (source-pixel landmark box)"),
         "sharpness": sharpness_summary(values, threshold)})
     return part, stats
+
+
+def _all(frames: np.ndarray | None, lm: dict) -> np.ndarray:
+    """`frames`, or every frame of the landmarks when None."""
+    return np.arange(len(lm["has_face"])) if frames is None else frames
+
+
+def _in_source(windows, frames: np.ndarray | None, video_id: str, track: int | None):
+    """Windows planned on a picture view (`holds.picture_view`) named by their source frames; the
+    sample id by the first frame, as a window of frames is. Unchanged when the view is the
+    landmarks themselves (no held frames, or blur.units: frames)."""
+    if frames is None or (len(frames) and frames[-1] == len(frames) - 1):
+        yield from windows
+        return
+    for w in windows:
+        source = tuple(int(frames[k]) for k in w.frames)
+        yield replace(w, sample_id=sample_id(video_id, len(source), source[0], track), frames=source)
 
 
 def _source_windows(lm: dict, p: FixedParams):

@@ -26,8 +26,11 @@ with k = 1 is a params error.
 The blurry image is the mean (gamma, rounding: `pipeline.dataset.averaging`) of the real and the
 kept synthesised frames. The sharp targets, the gate, the landmarks and `n_frames` stay those of
 the real frames only. So the rule "blurry = mean of load_sample's sharp frames" holds at k = 1;
-with k > 1, blurry = `blur_frames(sharp frames in time order, k, e, gamma, rounding)`, which
-synthesises the same frames again (DIS is deterministic). Memory: the renderer keeps one
+with k > 1, blurry = `blur_frames(sharp frames in time order, k, e, gamma, rounding, gaps)`, which
+synthesises the same frames again (DIS is deterministic); `gaps` are the differences of the
+sorted frame_indices: 1 between consecutive frames, the hold's length where a window of pictures
+(`blur.units: pictures`) skips held frames, whose time is filled with gap x k - 1 synthesised
+frames. Memory: the renderer keeps one
 previous crop per open window; nothing else grows.
 """
 from __future__ import annotations
@@ -63,10 +66,14 @@ class InterpParams:
     def enabled(self) -> bool:
         return self.factor > 1
 
-    def sub_times(self) -> tuple[float, ...]:
-        """Times (fractions of a frame interval) of the synthesised frames kept in each interval."""
-        k = self.factor
-        return tuple(j / k for j in range(1, k) if min(j, k - j) / k <= self.exposure / 2 + EPS)
+    def sub_times(self, gap: int = 1) -> tuple[float, ...]:
+        """Times (fractions of the span between two real frames `gap` frame intervals apart: a
+        picture held for `gap` frames, `blur.units: pictures`) of the synthesised frames kept
+        between them: every 1/k of a frame interval, within exposure/2 of a frame time. With
+        gap > 1 the frame times inside the span (the held copies' times, whose true pictures
+        the video lost) are synthesised too."""
+        k, steps = self.factor, self.factor * gap
+        return tuple(j / steps for j in range(1, steps) if min(j % k, k - j % k) / k <= self.exposure / 2 + EPS)
 
 
 def _grey(img: np.ndarray) -> np.ndarray:
@@ -78,7 +85,7 @@ class Interpolator:
 
     def __init__(self, p: InterpParams):
         self.p = p
-        self.times = p.sub_times()
+        self.times = p.sub_times()  # between frames one interval apart
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._grid: np.ndarray | None = None
 
@@ -91,9 +98,11 @@ class Interpolator:
         m = self._grid + flow
         return cv2.remap(img, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def between(self, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
-        """The synthesised frames at `self.times` between a (t = 0) and b (t = 1), uint8."""
-        if not self.times:
+    def between(self, a: np.ndarray, b: np.ndarray, gap: int = 1) -> list[np.ndarray]:
+        """The synthesised frames between a (t = 0) and b (t = 1), `gap` frame intervals apart
+        (`InterpParams.sub_times`), uint8."""
+        times = self.times if gap == 1 else self.p.sub_times(gap)
+        if not times:
             return []
         h, w = a.shape[:2]
         if self._grid is None or self._grid.shape[:2] != (h, w):
@@ -108,7 +117,7 @@ class Interpolator:
         v1 = 1.0 / (1.0 + (e1 / scale) ** 2)
         fa, fb = a.astype(np.float32), b.astype(np.float32)
         out = []
-        for t in self.times:
+        for t in times:
             ft0 = -(1 - t) * t * f01 + t * t * f10
             ft1 = (1 - t) * (1 - t) * f01 - t * (1 - t) * f10
             w0 = (1 - t) * self._warp(v0, ft0) + 1e-3 * (1 - t)
@@ -121,22 +130,24 @@ class Interpolator:
         return out
 
 
-def iter_frames(frames, p: InterpParams, interp: Interpolator | None = None):
-    """Real frames (time order) with the kept synthesised frames between them, in time order."""
+def iter_frames(frames, p: InterpParams, interp: Interpolator | None = None, gaps=None):
+    """Real frames (time order) with the kept synthesised frames between them, in time order;
+    `gaps`: frame intervals between consecutive real frames (held pictures), default all 1."""
     interp = interp if interp is not None or not p.enabled else Interpolator(p)
     prev = None
-    for f in frames:
+    for k, f in enumerate(frames):
         if prev is not None and interp is not None:
-            yield from interp.between(prev, f)
+            yield from interp.between(prev, f, 1 if gaps is None else int(gaps[k - 1]))
         yield f
         prev = f
 
 
 def blur_frames(frames, p: InterpParams, gamma: float = 1.0, rounding: str = "truncate",
-                interp: Interpolator | None = None) -> np.ndarray:
-    """The blurry image of real frames in time order, with interpolation and exposure `p`."""
+                interp: Interpolator | None = None, gaps=None) -> np.ndarray:
+    """The blurry image of real frames in time order, with interpolation and exposure `p`
+    (`gaps`: frame intervals between them, as `iter_frames`)."""
     acc = RunningMean(gamma, rounding)
-    for f in iter_frames(frames, p, interp):
+    for f in iter_frames(frames, p, interp, gaps):
         acc.add(f)
     return acc.mean()
 

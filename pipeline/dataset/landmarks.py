@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
+from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, repeats
 from pipeline.dataset.pts import PtsError, annotations_by_number, read_pts
 from pipeline.dataset.video import VideoError, VideoSource, frame_numbers, is_input_error, iter_frames
 
@@ -55,6 +56,11 @@ LANDMARKS_SCHEMA = pa.schema([
     ("quality_ok", pa.bool_()),
     ("sharpness", pa.float32()),  # variance of the Laplacian of the grey face box, source pixels
     ("landmarks", pa.list_(pa.float32(), 2 * N_POINTS)),  # x0, y0, x1, y1, ... source pixels
+    # held frames (pipeline/dataset/holds.py): the frame's difference to the previous one, and the
+    # picture it shows (the first frame of its hold; the frame itself when it is no repeat)
+    ("frame_diff", pa.float32()),  # mean |grey difference| to the previous frame, 0-255; null: frame 0
+    ("block_diff", pa.float32()),  # the largest of the 8 x 8 blocks' mean |difference|
+    ("picture", pa.int32()),
 ])
 
 
@@ -71,10 +77,12 @@ class LandmarkParams:
     min_track_frames: int = 3  # faces: all: a track needs this many frames with a face to be kept
     cut_threshold: float | None = 0.5  # shot cut measure (1 - thumbnail correlation) at least this; None: off
     cut_ratio: float = 3.0  # ...and at least this times the median measure of the previous frames
+    holds: HoldParams = HoldParams()  # held-frame detection (landmarks.holds)
 
     @classmethod
     def from_params(cls, p: dict) -> "LandmarkParams":
-        return cls(**{k: p[k] for k in cls.__dataclass_fields__ if k in p})
+        values = {k: p[k] for k in cls.__dataclass_fields__ if k in p and k != "holds"}
+        return cls(**values, holds=HoldParams.from_params(p.get("holds")))
 
 
 def points_box(pts: np.ndarray) -> np.ndarray:
@@ -412,7 +420,12 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
     decoder (one frame in memory at a time, plus the few frames an unconfirmed track holds back).
 
     `info`, if given, receives the video's totals: frames, frames_no_face, tracks, cuts (frame list),
-    pts_rejected ([{path, frame, reason}]: annotation files not trusted, `untrusted_points`)."""
+    pts_rejected ([{path, frame, reason}]: annotation files not trusted, `untrusted_points`), holds
+    (`pipeline.dataset.holds.cadence`: repeat share, mean hold, cadence).
+
+    Every frame's difference to the previous one is measured as it is decoded (HoldMeter); whether
+    it repeats the previous picture needs `holds.context` frames after it, so a frame is written
+    once those are decoded."""
     annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
     numbers = frame_numbers(src, n_frames)
     single = params.faces == "largest" or bool(annots)  # .pts sources keep their single annotated track
@@ -420,18 +433,32 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
     cuts = CutDetector(params.cut_threshold, params.cut_ratio)
     info = {} if info is None else info
     info.update(frames=0, frames_no_face=0, tracks=0, cuts=[], pts_rejected=[])
+    meter, hp = HoldMeter(params.holds), params.holds
+    diffs: list[float] = []  # per frame: frame_diff, block_diff, cut (for the repeat decision)
+    blocks: list[float] = []
+    cut_flags: list[bool] = []
+    repeat_flags: list[bool] = []
+    picture = 0
     cols = {k: [] for k in LANDMARKS_SCHEMA.names}
     pending: list[list] = []  # frames not yet written: [frame, number, cut, [(track, pts, source, quality, ok, sharp)]]
     decoded = 0
     previous_number = None
 
     def release(final: bool = False):
-        """Write held frames, in order, once every track they mention is confirmed or dropped."""
+        """Write held frames, in order, once every track they mention is confirmed or dropped and
+        the frames the repeat decision looks at are decoded."""
+        nonlocal picture
         while pending:
             i, number, cut, rows = pending[0]
             if not final and any(r[0] is not None and r[0].tid is None and not r[0].dropped for r in rows):
                 return
+            if not final and len(diffs) <= i + hp.context:
+                return
             pending.pop(0)
+            lo, hi = max(0, i - hp.context), i + hp.context + 1
+            repeat = bool(repeats(diffs[lo:hi], blocks[lo:hi], hp, cut_flags[lo:hi])[i - lo]) if i else False
+            repeat_flags.append(repeat)
+            picture = picture if repeat else i
             rows = [r for r in rows if r[0] is None or r[0].tid is not None]
             if not rows or all(r[1] is None for r in rows):
                 rows = [(None, None, rows[0][2] if rows else "none", 0.0, False, float("nan"))]
@@ -447,6 +474,9 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
                 cols["quality_ok"].append(ok)
                 cols["sharpness"].append(sharp)
                 cols["landmarks"].append(pts.reshape(-1).astype(np.float32) if pts is not None else None)
+                cols["frame_diff"].append(diffs[i] if np.isfinite(diffs[i]) else None)
+                cols["block_diff"].append(blocks[i] if np.isfinite(blocks[i]) else None)
+                cols["picture"].append(picture)
 
     for i, frame in iter_frames(src):
         if i >= len(numbers):  # decoded more than probed: keep the catalog's count authoritative
@@ -457,6 +487,10 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
         cut = cuts.step(gray)
         if cut:
             info["cuts"].append(i)
+        d, b = meter.step(gray)
+        diffs.append(d)
+        blocks.append(b)
+        cut_flags.append(cut)
         if single:
             if cut:
                 tracker.reset(None)  # the subject's track ends at a cut: find it again
@@ -498,6 +532,7 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
         tracker.end_all()
     release(final=True)
     info["frames"] = decoded
+    info["holds"] = cadence(np.array(repeat_flags, bool))
     info["tracks"] = 1 if single and info["frames_no_face"] < decoded else (0 if single else tracker._tids)
     if cols["frame"]:
         yield from _batches(cols, batch, final=True)
@@ -534,8 +569,9 @@ def extract_video(src: VideoSource, params: LandmarkParams, n_frames: int) -> pa
 def read_tracks(path: str | Path) -> dict[int, dict[str, np.ndarray]]:
     """A landmarks file as one dict of arrays per face track, every array over all F frames of the
     video: points (F, 68, 2) float32 with NaN where the track has no face, has_face, source
-    ("none" outside the track), quality_ok, sharpness, frame, frame_number, and `cut` (the video's
-    shot cuts, the same in every track). A video without faces gives one faceless track 0.
+    ("none" outside the track), quality_ok, sharpness, frame, frame_number, and, the same in every
+    track, `cut` (the video's shot cuts), `picture` (the first frame of each frame's hold) and
+    `frame_diff` (its difference to the previous frame). A video without faces gives one faceless track 0.
     Files written before tracks (no `track` column) read as track 0 without cuts.
 
     Read row group by row group into preallocated arrays, so loading a long video's landmarks
@@ -553,9 +589,12 @@ def read_tracks(path: str | Path) -> dict[int, dict[str, np.ndarray]]:
     ids = ids or [0]
     frame_number = np.full(n, -1, np.int32)
     cut = np.zeros(n, bool)
+    picture = np.arange(n, dtype=np.int32)  # files written before held-frame detection: no repeats
+    frame_diff = np.full(n, np.nan, np.float32)
     tracks = {}
     for t in ids:
         tracks[t] = {"frame": np.arange(n, dtype=np.int32), "frame_number": frame_number, "cut": cut,
+                     "picture": picture, "frame_diff": frame_diff,
                      "has_face": np.zeros(n, bool), "source": np.full(n, "none", "<U6"),
                      "quality_ok": np.zeros(n, bool), "sharpness": np.full(n, np.nan, np.float32),
                      "points": np.full((n, N_POINTS, 2), np.nan, np.float32)}
@@ -565,6 +604,9 @@ def read_tracks(path: str | Path) -> dict[int, dict[str, np.ndarray]]:
         frame_number[fr] = tab["frame_number"].to_numpy(zero_copy_only=False)
         if "cut" in names:
             cut[fr] |= tab["cut"].to_numpy(zero_copy_only=False).astype(bool)
+        if "picture" in names:
+            picture[fr] = tab["picture"].to_numpy(zero_copy_only=False)
+            frame_diff[fr] = tab["frame_diff"].to_numpy(zero_copy_only=False)
         if "track" in names:
             tr = tab["track"].to_numpy(zero_copy_only=False)
             tr = np.where(np.isfinite(tr), tr, -1).astype(np.int64)
@@ -630,9 +672,11 @@ def landmarks_for_video(video: dict, out_dir: str, params: LandmarkParams) -> di
     frames = info["frames"]
     stats = {"video_id": vid, "error": None, "frames": frames, "frames_no_face": info["frames_no_face"],
              "tracks": info["tracks"], "cuts": len(info["cuts"]), "cut_frames": info["cuts"],
-             "pts_rejected": info["pts_rejected"]}
+             "pts_rejected": info["pts_rejected"], "holds": info["holds"],
+             "frames_repeated": frames - info["holds"]["pictures"]}
     # frames_<source>: (frame, track) rows with landmarks from that source
     stats.update({f"frames_{s}": counts[s] for s in SOURCES if s != "none"})
-    log.info("%s: %d frames, %d without a face, %d tracks, cuts at %s (%s)", vid, frames, info["frames_no_face"],
-             info["tracks"], info["cuts"], ", ".join(f"{s}={n}" for s, n in counts.items() if n))
+    log.info("%s: %d frames, %d without a face, %d tracks, cuts at %s, %d repeated frames (cadence %s) (%s)", vid,
+             frames, info["frames_no_face"], info["tracks"], info["cuts"], stats["frames_repeated"],
+             info["holds"]["cadence"], ", ".join(f"{s}={n}" for s, n in counts.items() if n))
     return stats

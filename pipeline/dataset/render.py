@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.dataset.averaging import RunningMean
 from pipeline.dataset.crop import CropParams, clip_box, crop_resize, face_box, laplacian_variance, to_crop_coords
+from pipeline.dataset.holds import distinct_pictures
 from pipeline.dataset.interpolate import InterpParams, Interpolator
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.samples import SampleWriter
@@ -59,7 +60,9 @@ class Renderer:
 
     With interpolation (`interp`, `pipeline.dataset.interpolate`), each window keeps its previous
     crop, and the frames synthesised between it and the new crop join the running mean too (shared
-    by windows with the same box). The gate, the landmarks and the stored frames stay the real ones.
+    by windows with the same box). A window of pictures (`blur.units: pictures`) skips held frames:
+    the frames synthesised between two of its frames fill the whole time between them (more for a
+    longer hold). The gate, the landmarks and the stored frames stay the real ones.
     """
 
     def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, crop: CropParams,
@@ -73,7 +76,7 @@ class Renderer:
         self.w, self.h = int(video["width"]), int(video["height"])
         self.writer = SampleWriter(root, method, video, gamma, png, crop.resize, interp.factor, interp.exposure)
         self._interp = Interpolator(interp) if interp.enabled else None
-        self._prev: dict[int, np.ndarray] = {}  # interpolation: each open window's last crop
+        self._prev: dict[int, tuple[int, np.ndarray]] = {}  # interpolation: each open window's last (frame, crop)
         self._windows: dict[int, Window] = {}
         self._uses: dict[int, list[int]] = defaultdict(list)
         self._regions: dict[int, np.ndarray] = {}
@@ -134,7 +137,7 @@ class Renderer:
             r = self._regions.pop(i)
             self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
             crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
-            mids: dict[bytes, list] = {}  # interpolation: synthesised frames per box
+            mids: dict[tuple, list] = {}  # interpolation: synthesised frames per (box, gap)
             for k in ks:
                 w = self._windows[k]
                 key = w.box.tobytes()
@@ -152,11 +155,12 @@ class Renderer:
                 if self._interp is not None:
                     prev = self._prev.get(k)
                     if prev is not None:
-                        if key not in mids:
-                            mids[key] = self._interp.between(prev, crop)
-                        for m in mids[key]:
+                        gap = i - prev[0]
+                        if (key, gap) not in mids:
+                            mids[key, gap] = self._interp.between(prev[1], crop, gap)
+                        for m in mids[key, gap]:
                             acc.add(m)
-                    self._prev[k] = crop
+                    self._prev[k] = (i, crop)
                 acc.add(crop)
                 if i == w.end:
                     frames = sorted(w.frames)
@@ -164,7 +168,8 @@ class Renderer:
                     sharp_min = self._sharp.pop(k, float("nan"))
                     self.writer.add(w.sample_id, frames, w.box, w.adjust, acc.mean(),
                                     to_crop_coords(pts, w.box, self.size), w.stop_reason, w.direction,
-                                    landmarks_source=pts, sharpness=sharp_min, track_id=w.track)
+                                    landmarks_source=pts, sharpness=sharp_min, track_id=w.track,
+                                    pictures=distinct_pictures(self.tracks[w.track], frames))
                     self.window_sharpness.append(sharp_min)
                     self.kept += 1
                     self.crop_adjust[w.adjust] = self.crop_adjust.get(w.adjust, 0) + 1

@@ -22,7 +22,8 @@ def summary(table: pa.Table, ingest: dict, landmarks: dict) -> dict:
         "by_n": counts_by(table, "method", "n_frames"),
         "videos": {"used": int(ingest.get("videos", 0)), "rejected": int(ingest.get("videos_rejected", 0)),
                    "without_face": int(landmarks.get("videos_without_face", 0))},
-        "frames": {"total": int(landmarks.get("frames", 0)), "without_face": int(landmarks.get("frames_no_face", 0))},
+        "frames": {"total": int(landmarks.get("frames", 0)), "without_face": int(landmarks.get("frames_no_face", 0)),
+                   "repeated": int(landmarks.get("frames_repeated", 0))},  # held frames (pipeline/dataset/holds.py)
         "tracks": {"total": int(landmarks.get("tracks", 0)), "cuts": int(landmarks.get("cuts", 0)),
                    "with_samples": len(track_counts(table))},
     }
@@ -233,3 +234,19 @@ def write_gate_report(root, plots_dir: Path, sheets_dir: Path) -> dict:
             write_csv(plots_dir / f"sharpness_{m}.csv", GATE_HEADER, gate_rows(recs, m))
     draw_gate_plot(records, sheets_dir / "sharpness_gate.png")
     return gate_summary(records)
+
+
+HOLDS_HEADER = ["video_id", "repeat_share", "mean_hold", "pictures", "cadence"]
+
+
+def hold_records(landmarks_report: dict) -> dict[str, dict]:
+    """Per video, the held-frame record of the landmarks stage (repeat share, mean hold, pictures,
+    cadence), in video order; videos measured before held-frame detection are left out."""
+    videos = landmarks_report.get("videos", {})
+    return {v: videos[v]["holds"] for v in sorted(videos) if "holds" in videos[v]}
+
+
+def write_hold_plot(records: dict[str, dict], out_dir: Path) -> Path:
+    """reports/plots/holds.csv: each video's share of repeated frames and its cadence (a DVC plot)."""
+    return write_csv(out_dir / "holds.csv", HOLDS_HEADER,
+                     [[v, r["repeat_share"], r["mean_hold"], r["pictures"], r["cadence"]] for v, r in records.items()])

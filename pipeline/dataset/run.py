@@ -104,18 +104,23 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
         path, stats, skipped = run_method(method, build, catalog, landmarks_dir, work.parent,
                                           n_jobs=compute["n_jobs"], backend=compute.get("backend"),
                                           min_frames=min_frames, **kwargs)
-        samples = pq.read_table(path, columns=["split", "n_frames", "gradient_energy"])
+        samples = pq.read_table(path, columns=["split", "n_frames", "pictures", "gradient_energy"])
         write_json(work / "skipped.json", skipped)
     path = out / path.name
     lengths = samples["n_frames"].to_numpy()
+    pictures = samples["pictures"].to_numpy()
     energy = samples["gradient_energy"].to_numpy()
     write_json(metrics_path, {
         "windows": stats, "videos_skipped": len(skipped),
         "samples": {"total": samples.num_rows, **counts_by(samples, "split", "n_frames")},
         "length": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 3), "max": int(lengths.max())}
         if len(lengths) else {},
-        # ghosting measure (pipeline.dataset.interpolate.gradient_energy): blur.interpolate lowers it
-        "blurry": {"gradient_energy": round(float(energy.mean()), 3)} if len(energy) else {},
+        # ghosting measures: gradient_energy (pipeline.dataset.interpolate; blur.interpolate lowers it), and
+        # the share of averaged frames that are distinct pictures (below 1: held frames averaged, discrete
+        # ghosts; blur.units: pictures gives 1)
+        "blurry": {"gradient_energy": round(float(energy.mean()), 3),
+                   "pictures_per_frame": round(float(pictures.sum() / lengths.sum()), 4),
+                   "held_frames": int(lengths.sum() - pictures.sum())} if len(energy) else {},
     })
     print(f"{method}: {samples.num_rows} samples, {len(skipped)} videos skipped -> {out}")
     return path

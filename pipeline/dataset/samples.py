@@ -26,7 +26,8 @@ SAMPLES_SCHEMA = pa.schema([
     ("method", pa.string()),
     ("direction", pa.string()),  # forward | reverse (VLA's reverse pass)
     ("n_frames", pa.int32()),
-    ("start_frame", pa.int32()),
+    ("pictures", pa.int32()),  # distinct pictures among the frames (held frames repeat one): n_frames unless
+    ("start_frame", pa.int32()),  # blur.units: frames averages repeats
     ("end_frame", pa.int32()),
     ("stop_reason", pa.string()),
     ("gamma", pa.float32()),
@@ -87,7 +88,8 @@ class SampleWriter:
 
     def add(self, sample_id: str, frames: list[int], box: np.ndarray, adjust: str, blurry: np.ndarray,
             landmarks_crop: np.ndarray, stop_reason: str | None = None, direction: str = "forward",
-            landmarks_source: np.ndarray | None = None, sharpness: float = float("nan"), track_id: int = 0) -> None:
+            landmarks_source: np.ndarray | None = None, sharpness: float = float("nan"), track_id: int = 0,
+            pictures: int | None = None) -> None:
         rel = f"{self.blurry_rel}/{sample_id}.png"
         if not self.count and not self.rows:  # the first sample (its frames are stored once decided)
             (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
@@ -100,6 +102,7 @@ class SampleWriter:
             "method": self.method,
             "direction": direction,
             "n_frames": len(frames),
+            "pictures": len(frames) if pictures is None else int(pictures),
             "start_frame": int(min(frames)),
             "end_frame": int(max(frames)),
             "stop_reason": stop_reason,

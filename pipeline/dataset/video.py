@@ -304,14 +304,16 @@ def _check_file(path: str) -> os.stat_result:
         raise VideoError(f"{path}: file does not exist ({e.strerror})") from None
 
 
-def _open_capture(path: str) -> cv2.VideoCapture:
+def _open_capture(path: str, threads: int | None = None) -> cv2.VideoCapture:
+    """An opened capture; `threads`: the decoder's threads (None: FFmpeg's choice)."""
     if _check_file(path).st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     still = _still_image_format(path)
     if still:
         raise VideoError(f"{path}: a still {still} image, not a video (only the name ends in "
                          f"{Path(path).suffix})")
-    cap = cv2.VideoCapture(path)
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads]) if threads else \
+        cv2.VideoCapture(path)
     if not cap.isOpened():
         raise VideoError(f"{path}: not a readable video (OpenCV/FFmpeg cannot open it: corrupt, "
                          "truncated before its index, or not a video)")
@@ -365,7 +367,9 @@ def probe(src: VideoSource, image_fps: float = 30.0, truncation_tolerance: float
                              f"000002{too_big.suffix}, ... (the number orders the frames and finds gaps)")
         h, w = size
         return VideoInfo(float(image_fps), len(files), int(w), int(h), len(files))
-    cap = _open_capture(src.path)
+    # one decoder thread: its messages come with the frame being decoded, not a thread's time later
+    # (frame threads made the frame they were tied to vary from run to run)
+    cap = _open_capture(src.path, threads=1)
     damage = None  # (frame, first decoder message): the usable part ends before that frame
     try:
         fps = cap.get(cv2.CAP_PROP_FPS)
@@ -447,12 +451,13 @@ class FrameReader:
     Forward access decodes sequentially. A backward miss (VLA's reverse pass) re-opens the video
     and decodes the `capacity` frames ending at the requested one, so walking a video backwards
     costs extra decoding (about n^2 / (2 capacity) skipped frames) but never more memory.
+    `keep`: the only frames worth caching (one per picture: held copies are decoded, not kept).
     """
 
-    def __init__(self, src: VideoSource, capacity: int = 64):
+    def __init__(self, src: VideoSource, capacity: int = 64, keep: set[int] | None = None):
         from collections import OrderedDict
 
-        self.src, self.capacity = src, max(2, int(capacity))
+        self.src, self.capacity, self.keep = src, max(2, int(capacity)), keep
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._files = image_files(src.path) if src.kind == "images" else None
         self._cap = None
@@ -485,10 +490,14 @@ class FrameReader:
                     raise VideoError(f"{self.src.path}: ends before frame {i}")
                 self._next += 1
         while self._next <= i:
-            ok, frame = self._cap.read()
+            if self.keep is None or self._next in self.keep or self._next == i:
+                ok, frame = self._cap.read()
+                if ok:
+                    self._remember(self._next, frame)
+            else:
+                ok = self._cap.grab()  # a held copy: decoded (the stream needs it), not kept
             if not ok:
                 raise VideoError(f"{self.src.path}: ends before frame {i}")
-            self._remember(self._next, frame)
             self._next += 1
         return self._cache[i]
 

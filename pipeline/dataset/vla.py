@@ -56,6 +56,7 @@ import numpy as np
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.manifest import STOP_REASONS
 from pipeline.dataset.fixed import SHARPNESS_SPACES, as_tracks, sharpness_summary, track_tag, usable, write_gate_record
+from pipeline.dataset.holds import UNITS, picture_view
 from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
@@ -105,6 +106,7 @@ class VLAParams:
     gamma: float = 1.0
     sharpness_space: str = "crop"  # crop | source
     rounding: str = "truncate"  # blur.rounding
+    units: str = "pictures"  # blur.units: frames | pictures (a window grows one picture at a time)
 
     @classmethod
     def from_params(cls, blur: dict) -> "VLAParams":
@@ -115,7 +117,10 @@ class VLAParams:
             sub = v.get(cond, {}) or {}
             flat[cond] = bool(sub.get("enabled", True))
             flat.update({f"{cond}_{k}": sub[k] for k in sub if k != "enabled"})
-        p = cls(**flat, gamma=float(blur.get("gamma", 1.0)), rounding=str(blur.get("rounding", cls.rounding)))
+        p = cls(**flat, gamma=float(blur.get("gamma", 1.0)), rounding=str(blur.get("rounding", cls.rounding)),
+                units=str(blur.get("units", cls.units)))
+        if p.units not in UNITS:
+            raise ValueError(f"blur.units must be one of {UNITS}, got {p.units!r}")
         if p.sharpness_space not in SHARPNESS_SPACES:
             raise ValueError(f"blur.vla.sharpness_space must be one of {SHARPNESS_SPACES}, got {p.sharpness_space!r}")
         if p.rounding not in ("truncate", "round"):
@@ -154,6 +159,16 @@ def ssim_grey(a: np.ndarray, b: np.ndarray) -> float:
     num = (2 * mu_ab + c1) * (2 * cov + c2)
     den = (mu_a2 + mu_b2 + c1) * (var_a + var_b + c2) + 1e-12
     return float((num / den).mean())
+
+
+class _PictureFrames:
+    """A FrameReader seen one frame per picture: get(k) is the k-th picture's frame."""
+
+    def __init__(self, reader: FrameReader, frames: np.ndarray):
+        self.reader, self.frames = reader, frames
+
+    def get(self, k: int) -> np.ndarray:
+        return self.reader.get(int(self.frames[k]))
 
 
 class _Analyzer:
@@ -294,11 +309,19 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
     With a `renderer` and no reverse pass, each window is rendered as soon as it is decided,
     from the frames just decoded for the decision (one decode of the video instead of two), and
     the returned list is empty: the windows went to the renderer.
+
+    `blur.units: pictures`: windows grow one picture (`holds.picture_view`) at a time, so held
+    copies of a frame are neither averaged nor counted; the windows name the pictures' frames.
     """
     stream = renderer is not None and not p.reverse
     w_, h_ = int(video["width"]), int(video["height"])
+    n_source = len(lm["has_face"])
+    view, frames = picture_view(lm) if p.units == "pictures" else (lm, np.arange(n_source))
+    source_reader = FrameReader(src, capacity=frame_cache_frames(p, w_, h_),
+                                keep=None if len(frames) == n_source else set(frames.tolist()))
+    reader = source_reader if len(frames) == n_source else _PictureFrames(source_reader, frames)
+    lm = view  # below, frame indices are picture indices; `frames` maps them to the source
     _, _, follows = usable(lm, None)
-    reader = FrameReader(src, capacity=frame_cache_frames(p, w_, h_))
     an = _Analyzer(reader, lm, w_, h_, p, crop)
     ok = _Usable(an, lm, p)
     stats = {"windows": 0, "dropped_short": 0, **{f"stop_{r}": 0 for r in STOP_REASONS}, "skipped_duplicate": 0}
@@ -313,17 +336,18 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
                     s += d if p.start == "after_end" else d * p.stride
                     continue
                 seq, reason = grow_window(an, ok, follows, s, d, p)
-                frames = tuple(sorted(seq))
+                picked = tuple(sorted(seq))
+                window_frames = tuple(int(frames[k]) for k in picked)
                 if len(seq) < p.min_len:
                     stats["dropped_short"] += 1
-                elif frames in seen:
+                elif window_frames in seen:
                     stats["skipped_duplicate"] += 1
                 else:
                     if p.reverse:
-                        seen.add(frames)
-                    box, adjust = window_box(lm, frames, w_, h_, crop)
-                    window = Window(sample_id(video["video_id"], frames, direction, track), frames, box, adjust,
-                                    reason, direction, track or 0)
+                        seen.add(window_frames)
+                    box, adjust = window_box(lm, picked, w_, h_, crop)
+                    window = Window(sample_id(video["video_id"], window_frames, direction, track), window_frames, box,
+                                    adjust, reason, direction, track or 0)
                     stats["windows"] += 1
                     stats[f"stop_{reason}"] += 1
                     if stream:
@@ -332,13 +356,13 @@ def plan_windows(src, video: dict, lm: dict, p: VLAParams, crop: CropParams, ren
                         windows.append(window)
                 s = seq[-1] + d if p.start == "after_end" else s + d * p.stride
                 if stream:  # later windows start at s or after: frames before s are final
-                    for i in renderer.pending(before=s):
-                        renderer.push(i, reader.get(i))
+                    for i in renderer.pending(before=int(frames[s]) if s < n else n_source):
+                        renderer.push(i, source_reader.get(i))
         if stream:
             for i in renderer.pending():
-                renderer.push(i, reader.get(i))
+                renderer.push(i, source_reader.get(i))
     finally:
-        reader.close()
+        source_reader.close()
     windows.sort(key=lambda w: (w.end, w.sample_id))
     if p.sharpness_space == "source":
         values = [float(v) for v in np.asarray(lm["sharpness"])[lm["has_face"]]]

@@ -4,7 +4,9 @@
     python -m pipeline.train.presets presets/cfmd-paper.yaml --run    # run it
 
 The preset's leaves become `dvc exp run -S section.key=value` overrides (lists stay whole),
-and its top-level sections, which are stage names, become the targets.
+and those of its top-level sections that are stage names (train_cfmd, ...) become the targets;
+a preset of data sections only (presets/300vw.yaml: ingest, blur) names no target, so the whole
+pipeline runs.
 """
 from __future__ import annotations
 
@@ -27,13 +29,21 @@ def overrides(preset: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def command(path: str, extra: list[str] | None = None) -> list[str]:
+def stage_names(dvc_file: str = "dvc.yaml") -> set[str]:
+    if not os.path.isfile(dvc_file):
+        return set()
+    with open(dvc_file) as f:
+        return set((yaml.safe_load(f) or {}).get("stages") or {})
+
+
+def command(path: str, extra: list[str] | None = None, dvc_file: str = "dvc.yaml") -> list[str]:
     with open(path) as f:
         preset = yaml.safe_load(f) or {}
     args = ["dvc", "exp", "run"]
     for item in overrides(preset):
         args += ["-S", item]
-    return args + list(extra or []) + list(preset)
+    stages = stage_names(dvc_file)
+    return args + list(extra or []) + [k for k in preset if k in stages]
 
 
 def main(argv=None):

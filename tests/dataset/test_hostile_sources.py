@@ -58,11 +58,11 @@ def truncated_run(tmp_path_factory):
     _cut(full, src / "cut_mjpg.avi", 0.4)
     work = tmp_path_factory.mktemp("truncated_run")
     run_stages(work, src, FAST)
-    return work, src
+    return work, src, full
 
 
 def test_a_damaged_last_frame_ends_the_usable_part_before_it(truncated_run):
-    work, src = truncated_run
+    work, src, _ = truncated_run
     cut = _catalog(work)["cut_mpeg1"]
     # what the decoder returns: 31 frames, the last of which differs from the original clip
     # (concealed damage); the decoder reports the damage while frame 29 is returned
@@ -82,14 +82,18 @@ def test_a_damaged_last_frame_ends_the_usable_part_before_it(truncated_run):
 
 
 def test_every_container_cut_short_keeps_its_clean_frames(truncated_run):
-    work, src = truncated_run
+    work, src, mjpg_full = truncated_run
     cat, rejects = _catalog(work), _rejects(work)
     assert cat["whole"]["truncated"] is None and cat["whole"]["n_frames"] == 75 and "whole.mpg" not in rejects
+    originals = {"cut_h264": read_frames(WEBCAM / "cap13_edit2.mp4", 400), "cut_mjpg": _frames(mjpg_full)}
     for vid, name in (("cut_h264", "cut_h264.mp4"), ("cut_mjpg", "cut_mjpg.avi")):
         row = cat[vid]
         assert row["truncated"].startswith(f"truncated at frame {row['n_frames']}:"), row["truncated"]
-        assert 1 < row["n_frames"] < len(_frames(src / name))
+        decoded = _frames(src / name)
+        assert 1 < row["n_frames"] <= len(decoded)
         assert f"truncated at frame {row['n_frames']}" in rejects[name]
+        for i in range(row["n_frames"]):  # every frame kept is the original's
+            np.testing.assert_array_equal(decoded[i], originals[vid][i], err_msg=f"{name} frame {i}")
     lm = json.loads((work / "metrics/landmarks.json").read_text())
     assert lm["frames"] == sum(r["n_frames"] for r in cat.values())  # later stages stop where ingest did
 
@@ -98,7 +102,8 @@ def test_a_cut_mp4_keeps_the_frames_before_the_damage(tmp_path):
     path = _cut(WEBCAM / "cap13_edit2.mp4", tmp_path / "cut.mp4", 0.4)
     info = probe(VideoSource("cut", str(path), "video"))
     decoded = _frames(path)
-    assert info.declared_frames == 765 and info.n_frames < len(decoded) < 765
+    # the last packet is cut mid-frame: the decoder says so when it meets it, and returns no frame
+    assert info.declared_frames == 765 and info.n_frames == len(decoded) < 765
     assert info.truncated.startswith(f"truncated at frame {info.n_frames}: the decoder reports damaged data")
     original = read_frames(WEBCAM / "cap13_edit2.mp4", info.n_frames)
     for i in (0, info.n_frames - 1):  # the usable part is the original's frames

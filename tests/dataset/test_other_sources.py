@@ -26,7 +26,9 @@ SIZE = 256
 
 
 def overrides(**extra) -> dict:
-    base = {"blur": {"fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}}}
+    # blur.units: frames: these sources are made of webcam frames, which hold pictures; the tests
+    # pin windows of frames (geometry, gaps, rotation). Pictures: tests/dataset/test_holds.py
+    base = {"blur": {"units": "frames", "fixed": {"windows": [5], "stride": 5, "min_sharpness": 0}}}
     for k, v in extra.items():
         base[k] = v
     return base

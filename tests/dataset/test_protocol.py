@@ -326,3 +326,15 @@ def test_relative_gate_keeps_frames_above_the_videos_percentile(vw_source, tmp_p
     assert record["sharpness"]["threshold"] == pytest.approx(threshold, abs=1e-3) and record["percentile"] == 40
     w = record["windows"]
     assert 0 < w["kept"] < w["considered"] and w["dropped_sharpness"] == w["considered"] - w["kept"]
+
+
+def test_frames_mode_gives_the_same_bytes_on_this_repeat_free_source(vw_source, protocol_run, tmp_path_factory):
+    """The default `blur.units: pictures` and the authors' `frames` (presets/300vw.yaml) build the
+    same dataset, byte for byte, from footage without held frames."""
+    _, root = protocol_run
+    frames = run_stages(tmp_path_factory.mktemp("protocol_frames"), vw_source, {"blur": {"units": "frames"}},
+                        stages=("ingest", "landmarks", "blur_fixed", "manifest"))
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(frames) for p in frames.rglob("*") if p.is_file())
+    for rel in files:
+        assert (root / rel).read_bytes() == (frames / rel).read_bytes(), rel

@@ -50,5 +50,9 @@ def test_embedded_samples_put_strong_motion_in_test():
     assert not rejects
     split = dict(zip(table["video_id"].to_pylist(), table["split"].to_pylist()))
     test = sorted(v for v, s in split.items() if s == "test")
-    assert test == sorted(params["test_videos"]) and all(v.startswith("motion-") for v in test)
-    assert "motion-oval_office_address" in split and split["motion-oval_office_address"] == "train"
+    assert test == sorted(params["test_videos"]) == [
+        "motion-obama_weekly_address", "motion-white_house_performance", "talking-WDA_KatieHill_000"]
+    # strong motion trains too: the oval office address and three of the four repeat-free talking clips
+    assert split["motion-oval_office_address"] == "train"
+    assert sorted(v for v, s in split.items() if v.startswith("talking-") and s == "train") == [
+        "talking-RD_Radio34_000", "talking-WDA_BobMenendez_000", "talking-WDA_EdMarkey0_000"]

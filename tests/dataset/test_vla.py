@@ -118,7 +118,9 @@ def static_clip(make_clip):
 
 
 def vla(**kw) -> VLAParams:
-    return VLAParams(**{"min_sharpness": 0.0, **kw})
+    # units: frames: the clips below are one frame shifted per frame plus fresh noise, so their
+    # static stretches are held pictures; these tests are about the stop conditions on frames
+    return VLAParams(**{"min_sharpness": 0.0, "units": "frames", **kw})
 
 
 def plan(clip: Clip, **kw):

@@ -1,24 +1,34 @@
-"""Learning against wall-clock time: PSNR / SSIM gain over the blurry input on the test split.
+"""Learning against CPU minutes: CFMD-GAN, the Chrysos et al. model and a plain U-Net reference,
+PSNR / SSIM gain over the blurry input (issue 22).
 
-    python benchmarks/learning.py                      # CPU: budgets 2 5 15 30 minutes, both models
-    python benchmarks/learning.py --budgets 1 2        # shorter budgets (minutes)
-    python benchmarks/learning.py --paper-size         # paper-size networks and 256 crops (GPU: 1 3 10)
-    python benchmarks/learning.py --models cfmd --budgets 0.5 --samples 8   # a quick look
+    python benchmarks/learning.py                                   # presets/cpu-proof.yaml; 10 30 60 min
+    python benchmarks/learning.py --budgets 2 5 --models unet       # a quick look
+    python benchmarks/learning.py --preset none --paper-size --budgets 2.5   # the GPU check's paper size
 
-For each model and budget a fresh run trains with the params.yaml section (train_cfmd;
-train_chrysos_hg then train_chrysos_gan, each half the budget) until the wall-clock budget is
-spent (`steps` is ignored), then restores `--samples` test samples (spread over N) and scores
-PSNR / SSIM against the blurry input: CFMD-GAN at u = 0.5 against the centre FMR frame
-(`centre_fmr`), the Chrysos model against the temporal middle frame (`middle`). Prints one table
-row per (model, budget) and writes a CSV and a PNG curve (gain against minutes) to --out.
-Training runs in-process with the stage's task (`pipeline.models.*.task`), the stage's data
-loader and augmentation, and no DVCLive log or checkpoints.
+Each model trains once, for the largest budget, with the params.yaml section of its stage (the
+preset applied), the stage's task, augmentation and sampler, on the training items decoded once
+into memory at the preset's resolution (`FaceDeblurDataset.preload`); the reference U-Net
+(`pipeline.models.unet`) trains on the same items. The Chrysos model trains its hourglass for the
+first half of the first budget, then its generator. One training video is held out
+(`validation_video`): it is scored every `validate_every` steps and the best weights are kept
+(`pipeline.train.loop.Validation`). At each budget mark the kept weights are scored:
+
+- on the test split, each model against its target (CFMD-GAN: u = 0.5 against the centre FMR
+  frame, `centre_fmr`; Chrysos and the U-Net: the temporal middle frame, `middle`), with the
+  evaluation's scoreboard (`pipeline.eval.tables.scoreboard`): every test video's gain over all
+  its windows and over its blurriest third, the whole split's share of windows made worse by more
+  than 0.1 dB, SSIM beside the blurry input's;
+- on training windows (up to --train-samples of them): the gain there, so fit and transfer show apart.
+
+Prints a table per mark, writes learning.csv and learning.png (gain against minutes for the
+repeat-free test videos, each model and the reference) to --out.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,216 +38,342 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from pipeline.eval.selection import centre_position, load_for_eval, spread_over_n
-from pipeline.metrics.pixel import psnr, ssim
-from pipeline.models.common import to_float, to_uint8
-from pipeline.models.device import resolve_runtime
-from pipeline.stage import load_params
-from pipeline.train import checkpoint
-from pipeline.train.augment import RandomScaleCrop
-from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,
-                                 middle_position, training_rows)
-from pipeline.train.ddp import DistEnv
-from pipeline.train.optim import step_schedulers
+from pipeline.eval.selection import centre_position, load_for_eval, spread_over_n  # noqa: E402
+from pipeline.eval.tables import scoreboard  # noqa: E402
+from pipeline.metrics.pixel import psnr, ssim  # noqa: E402
+from pipeline.models.common import to_float, to_uint8  # noqa: E402
+from pipeline.models.device import resolve_runtime  # noqa: E402
+from pipeline.stage import load_params  # noqa: E402
+from pipeline.train import checkpoint  # noqa: E402
+from pipeline.train.augment import RandomScaleCrop  # noqa: E402
+from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,  # noqa: E402
+                                 middle_position, training_and_validation_rows, training_rows)
+from pipeline.train.ddp import DistEnv  # noqa: E402
+from pipeline.train.loop import Validation  # noqa: E402
+from pipeline.train.optim import step_schedulers  # noqa: E402
 
 PAPER = {
     "train_cfmd": {"generator": {"base_width": 32, "num_blocks": 8}, "discriminator": {"width": 64, "depth": 4},
-                   "crop_size": 256, "batch_size": 8},
-    "train_chrysos_hg": {"hourglass": {"n_stacks": 2, "depth": 4, "width": 64}, "crop_size": 256, "batch_size": 8},
-    "train_chrysos_gan": {"generator": {"width_multiplier": 1.0}, "discriminator": {"width_multiplier": 1.0},
-                          "crop_size": 256, "batch_size": 8},
+                   "crop_size": 256, "batch_size": 8, "resolution": None},
+    "train_chrysos_hg": {"hourglass": {"n_stacks": 2, "depth": 4, "width": 64}, "crop_size": 256, "batch_size": 8,
+                         "resolution": None},
+    "train_chrysos_gan": {"generator": {"width_multiplier": 1.0, "levels": None}, "discriminator": {"width_multiplier": 1.0},
+                          "crop_size": 256, "batch_size": 8, "resolution": None},
 }
+TARGET = {"cfmd": "centre_fmr", "chrysos": "middle", "unet": "middle"}
+SECTION = {"cfmd": "train_cfmd", "chrysos": "train_chrysos_gan", "unet": "train_chrysos_hg"}
 
 
 def merged(section: dict, overlay: dict) -> dict:
     out = copy.deepcopy(section)
     for k, v in overlay.items():
-        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
+        out[k] = merged(out.get(k) or {}, v) if isinstance(v, dict) else v
     return out
 
 
-def train_for(task, cfg, root: Path, target: str, seconds: float, runtime, methods) -> int:
-    """Train `task` until `seconds` of wall-clock pass; returns the steps taken."""
-    loop = cfg.loop
-    rows = training_rows(root, methods)
-    dataset = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade)
-    per_epoch = max(1, (loop.epoch_samples or len(dataset)) // loop.batch_size)
-    sampler = EpochSampler(len(dataset), per_epoch * loop.batch_size, loop.seed)
-    loader = make_loader(dataset, sampler, loop.batch_size, cfg.runtime.num_workers, loop.seed,
-                         pin_memory=runtime.device.type == "cuda")
-    augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
-    step, start = 0, time.perf_counter()
-    next_report = start + 60
-    while True:
-        sampler.set_epoch(step // per_epoch)
-        for items in loader:
-            batch = Batch.from_items(items, runtime.device)
-            batch = augment(batch, torch.Generator().manual_seed(derive_seed(loop.seed, AUGMENT, 0, step)))
-            batch = batch._replace(blurry=runtime.images(batch.blurry), sharp=runtime.images(batch.sharp))
-            task.train_step(batch)
-            step += 1
-            if step % per_epoch == 0:
-                step_schedulers(task)
-            now = time.perf_counter()
-            if now >= next_report:  # progress: a long budget shows its pace
-                print(f"  ... {(now - start) / 60:.1f} of {seconds / 60:g} min, {step} steps", flush=True)
-                next_report += 60
-            if now - start >= seconds:
-                if runtime.device.type == "cuda":
-                    torch.cuda.synchronize()
-                return step
+class Clock:
+    """Seconds of training (validation and scoring excluded)."""
+
+    def __init__(self):
+        self.spent = 0.0
 
 
-@torch.no_grad()
-def score(restore, rows: list[dict], root: Path, table: str) -> dict:
-    """Mean PSNR / SSIM of the restorations and of the blurry input against each row's target."""
-    out = {"psnr": [], "ssim": [], "blurry_psnr": [], "blurry_ssim": []}
-    for row in rows:
-        position = centre_position(row) if table == "centre_fmr" else middle_position(row)
-        blurry, sharp = load_for_eval(row, root, [position])
-        restored = restore(blurry)
-        target = sharp[position][None]
-        out["psnr"].append(psnr(restored[None], target)[0])
-        out["ssim"].append(ssim(restored[None], target)[0])
-        out["blurry_psnr"].append(psnr(blurry[None], target)[0])
-        out["blurry_ssim"].append(ssim(blurry[None], target)[0])
-    return {k: float(np.mean(v)) for k, v in out.items()}
+class Trainer:
+    """One task's step loop, as `pipeline.train.loop.fit` runs it (sampler, augmentation, lr decay
+    per epoch), timed, with validation every `validate_every` steps."""
+
+    def __init__(self, task, loop, runtime, dataset: FaceDeblurDataset, validation: FaceDeblurDataset | None):
+        self.task, self.loop, self.runtime = task, loop, runtime
+        self.per_epoch = max(1, (loop.epoch_samples or len(dataset)) // loop.batch_size)
+        self.sampler = EpochSampler(len(dataset), self.per_epoch * loop.batch_size, loop.seed)
+        self.loader = make_loader(dataset, self.sampler, loop.batch_size, 0, loop.seed)
+        self.augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
+        self.validator = Validation(task, validation, runtime) if validation is not None and len(validation) else None
+        if self.validator is not None:
+            self.validator.step(0)  # the start is a candidate, as in fit()
+        self.validate_every = loop.validate_every or self.per_epoch
+        self.step, self.waited = 0, 0.0
+        self._batches = None
+
+    def _next(self):
+        while True:
+            if self._batches is None:
+                self.sampler.set_epoch(self.step // self.per_epoch)
+                self._batches = iter(self.loader)
+            try:
+                return next(self._batches)
+            except StopIteration:
+                self._batches = None
+
+    def run(self, clock: Clock, until: float) -> None:
+        """Train until the clock reaches `until` seconds of training."""
+        while clock.spent < until:
+            started = time.perf_counter()
+            items = self._next()
+            self.waited += time.perf_counter() - started
+            batch = Batch.from_items(items, self.runtime.device)
+            batch = self.augment(batch, torch.Generator().manual_seed(derive_seed(self.loop.seed, AUGMENT, 0, self.step)))
+            batch = batch._replace(blurry=self.runtime.images(batch.blurry), sharp=self.runtime.images(batch.sharp))
+            self.task.train_step(batch)
+            self.step += 1
+            if self.step % self.per_epoch == 0:
+                step_schedulers(self.task)
+            clock.spent += time.perf_counter() - started
+            if self.validator is not None and self.step % self.validate_every == 0:
+                self.validator.step(self.step)  # not on the clock: scoring, like the marks
+
+    def best(self):
+        """A context in which the task's networks hold the weights validation chose (if any)."""
+        trainer = self
+
+        class _Best:
+            def __enter__(self):
+                self.saved = {k: copy.deepcopy(m.state_dict()) for k, m in trainer.task.modules.items()}
+                if trainer.validator is not None:
+                    trainer.validator.restore_best()
+                for m in trainer.task.modules.values():
+                    m.eval()
+
+            def __exit__(self, *exc):
+                for k, m in trainer.task.modules.items():
+                    m.load_state_dict(self.saved[k])
+                    m.train()
+
+        return _Best()
 
 
-def run_cfmd(params: dict, root: Path, minutes: float, runtime, rows) -> tuple[int, dict]:
-    from pipeline.models.cfmd.task import CFMDConfig, CFMDTask
+def pad_to(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return torch.nn.functional.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
 
-    cfg = CFMDConfig.from_params({**params["train_cfmd"], "perceptual": "none"})
-    checkpoint.seed_everything(cfg.loop.seed)
-    task = CFMDTask(cfg, runtime, DistEnv(), None)
-    steps = train_for(task, cfg, root, "moment", 60 * minutes, runtime, cfg.loop.methods)
-    generator = task.generator.eval()
 
-    def restore(blurry):
+def restorer(model: str, task, runtime):
+    """blurry uint8 HxWx3 -> restored uint8, with the task's networks as they are now."""
+
+    @torch.no_grad()
+    def restore(blurry: np.ndarray) -> np.ndarray:
         x = runtime.images(to_float(blurry, runtime.device))
         h, w = x.shape[-2:]
-        x = torch.nn.functional.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="replicate")
         with runtime.autocast():
-            out = generator(x, torch.full((1,), 0.5, device=runtime.device))[-1]
+            if model == "cfmd":
+                out = task.generator(pad_to(x, 4), torch.full((1,), 0.5, device=runtime.device))[-1]
+            elif model == "chrysos":
+                xp = pad_to(x, max(task.generator.size_multiple, 16))
+                out = task.generator(xp, task.hourglass(xp)[-1])
+            else:
+                out = task.unet(pad_to(x, task.unet.multiple))
         return to_uint8(out.float()[0, :, :h, :w].clamp(0, 1))
 
-    return steps, score(restore, rows, root, "centre_fmr")
+    return restore
 
 
-def run_chrysos(params: dict, root: Path, minutes: float, runtime, rows) -> tuple[int, dict]:
-    from pipeline.models.chrysos.gan import SIZE_MULTIPLE
-    from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask, HourglassConfig, HourglassTask
+def score(restore, rows: list[dict], root: Path, target: str, resolution: int | None, name: str) -> dict:
+    """The evaluation's scoreboard of `restore` against the blurry input on `rows`."""
+    records = []
+    for row in rows:
+        position = centre_position(row) if target == "centre_fmr" else middle_position(row)
+        blurry, sharp = load_for_eval(row, root, [position], resolution)
+        target_image = sharp[position][None]
+        for system, image in ((name, restore(blurry)), ("blurry", blurry)):
+            records.append({"sample_id": row["sample_id"], "video_id": row["video_id"], "target_position": position,
+                            "system": system, "psnr": float(psnr(image[None], target_image)[0]),
+                            "ssim": float(ssim(image[None], target_image)[0])})
+    return scoreboard(records, name)
+
+
+def build(model: str, params: dict, runtime):
+    """(task, loop settings, target, the Chrysos hourglass task or None) of `model`."""
+    if model == "cfmd":
+        from pipeline.models.cfmd.task import CFMDConfig, CFMDTask
+
+        cfg = CFMDConfig.from_params({**params["train_cfmd"], "perceptual": "none"})
+        checkpoint.seed_everything(cfg.loop.seed)
+        return CFMDTask(cfg, runtime, DistEnv(), None), cfg.loop, "moment", None
+    from pipeline.models.chrysos.task import HourglassConfig, HourglassTask
 
     hg_cfg = HourglassConfig.from_params(params["train_chrysos_hg"])
     checkpoint.seed_everything(hg_cfg.loop.seed)
-    hg_task = HourglassTask(hg_cfg, runtime, DistEnv())
-    steps = train_for(hg_task, hg_cfg, root, "middle", 30 * minutes, runtime, hg_cfg.loop.methods)
-    gan_cfg = ChrysosGANConfig.from_params(params["train_chrysos_gan"])
-    gan_task = ChrysosGANTask(gan_cfg, runtime, DistEnv(), hg_task.hourglass)
-    steps += train_for(gan_task, gan_cfg, root, "middle", 30 * minutes, runtime, gan_cfg.loop.methods)
-    hourglass, generator = hg_task.hourglass.eval(), gan_task.generator.eval()
-    multiple = max(SIZE_MULTIPLE, 2 ** int(hg_cfg.hourglass.get("depth", 4)))
+    if model == "unet":
+        from pipeline.models.unet import ReferenceTask
 
-    def restore(blurry):
-        x = runtime.images(to_float(blurry, runtime.device))
-        h, w = x.shape[-2:]
-        x = torch.nn.functional.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
-        with runtime.autocast():
-            out = generator(x, hourglass(x)[-1])
-        return to_uint8(out.float()[0, :, :h, :w].clamp(0, 1))
-
-    return steps, score(restore, rows, root, "middle")
+        return ReferenceTask(runtime, **params["_reference"], lr_warmup=hg_cfg.loop.lr_warmup), hg_cfg.loop, "middle", None
+    return None, hg_cfg.loop, "middle", HourglassTask(hg_cfg, runtime, DistEnv())
 
 
-def plot(results: list[dict], path: Path) -> None:
-    """Gain against minutes, one colour per model, PSNR left and SSIM right (drawn with OpenCV:
-    no matplotlib needed on the GPU machine)."""
+def datasets(root: Path, loop, target: str) -> tuple[FaceDeblurDataset, FaceDeblurDataset]:
+    rows, held = training_and_validation_rows(root, loop.methods, loop.validation_video)
+    train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
+    return train.preload(progress=False), FaceDeblurDataset(held, root, target=target, resolution=loop.resolution)
+
+
+def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution):
+    task, loop, target, hourglass = build(model, params, runtime)
+    started = time.perf_counter()
+    train, held = datasets(root, loop, target)
+    print(f"{model}: {len(train)} training items preloaded ({train.preloaded_bytes / 2**20:.0f} MiB) in "
+          f"{time.perf_counter() - started:.0f} s; validation video {loop.validation_video} ({len(held)} windows)",
+          flush=True)
+    clock, marks = Clock(), [60 * b for b in sorted(budgets)]
+    if hourglass is not None:  # Chrysos: the hourglass for half the first budget, then the generator
+        from pipeline.models.chrysos.task import ChrysosGANConfig, ChrysosGANTask
+
+        hg_trainer = Trainer(hourglass, loop, runtime, train, held)
+        hg_trainer.run(clock, marks[0] / 2)
+        if hg_trainer.validator is not None:
+            hg_trainer.validator.restore_best()
+        gan_cfg = ChrysosGANConfig.from_params(params["train_chrysos_gan"]).at_resolution(train.image_size)
+        task = ChrysosGANTask(gan_cfg, runtime, DistEnv(), hourglass.hourglass)
+        loop = gan_cfg.loop
+        train, held = datasets(root, loop, target)
+    trainer = Trainer(task, loop, runtime, train, held)
+    results = []
+    for mark in marks:
+        trainer.run(clock, mark)
+        with trainer.best():
+            restore = restorer(model, task, runtime)
+            test = score(restore, test_rows, root, TARGET[model], resolution, model)
+            fit = score(restore, train_rows, root, TARGET[model], resolution, model)
+        v = trainer.validator
+        results.append({"model": model, "minutes": mark / 60, "steps": trainer.step,
+                        "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
+                        "chosen_step": v.best_step if v else trainer.step,
+                        "validation_gain": v.best_gain if v else None, "test": test, "train": fit["all"]})
+        report(results[-1])
+    return results
+
+
+def report(r: dict) -> None:
+    t = r["test"]
+    print(f"\n{r['model']} at {r['minutes']:g} min: {r['steps']} steps (chosen {r['chosen_step']}, validation "
+          f"{r['validation_gain'] if r['validation_gain'] is None else round(r['validation_gain'], 3)} dB), "
+          f"waiting for data {100 * r['data_wait_share']:.1f}%", flush=True)
+    print(f"  {'rows':36s} {'n':>4s} {'gain':>7s} {'third':>7s} {'PSNR':>7s} {'blurry':>7s} {'SSIM':>6s} {'blurry':>6s} {'worse':>6s}")
+    rows = [("test split", t["all"], t["blurriest_third"])] + \
+           [(f"  {v}", c["all"], c["blurriest_third"]) for v, c in t["videos"].items()] + \
+           [("training windows", r["train"], None)]
+    for name, c, third in rows:
+        print(f"  {name:36s} {c['n']:4d} {c['gain']:+7.3f} {third['gain'] if third else float('nan'):+7.3f} "
+              f"{c['psnr']:7.2f} {c['blurry_psnr']:7.2f} {c['ssim']:6.4f} {c['blurry_ssim']:6.4f} "
+              f"{100 * c['worse_share']:5.1f}%", flush=True)
+
+
+def plot(results: list[dict], videos: list[str], path: Path) -> None:
+    """Gain against minutes, per model, on each of `videos` (all windows solid, blurriest third
+    dashed), drawn with OpenCV (no matplotlib needed on the GPU machine)."""
     import cv2
 
-    width, height, pad = 420, 300, 50
-    image = np.full((height, 2 * width, 3), 255, np.uint8)
-    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220)}
-    minutes = [r["minutes"] for r in results]
-    x_max = max(minutes) * 1.1 or 1.0
-    for panel, (key, label) in enumerate((("psnr_gain", "PSNR gain (dB)"), ("ssim_gain", "SSIM gain"))):
-        values = [r[key] for r in results] + [0.0]
+    width, height, pad = 460, 320, 55
+    image = np.full((height, width * len(videos), 3), 255, np.uint8)
+    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220), "unet": (60, 160, 60)}
+    x_max = max(r["minutes"] for r in results) * 1.1
+    for panel, video in enumerate(videos):
+        series = {(r["model"], key): [] for r in results for key in ("all", "blurriest_third")}
+        for r in results:
+            cell = r["test"]["videos"].get(video)
+            if cell:
+                for key in ("all", "blurriest_third"):
+                    series[(r["model"], key)].append((r["minutes"], cell[key]["gain"]))
+        values = [g for pts in series.values() for _, g in pts if g is not None] + [0.0]
         low, high = min(values), max(values)
-        span = (high - low) or 1e-3
+        span = (high - low) or 0.1
         low, high = low - 0.1 * span, high + 0.1 * span
         ox = panel * width
 
-        def to_px(m, v):
+        def px(m, v):
             return (int(ox + pad + (width - 2 * pad) * m / x_max),
                     int(height - pad - (height - 2 * pad) * (v - low) / (high - low)))
 
         cv2.rectangle(image, (ox + pad, pad), (ox + width - pad, height - pad), (0, 0, 0), 1)
-        cv2.line(image, to_px(0, 0), to_px(x_max, 0), (160, 160, 160), 1)
-        cv2.putText(image, label, (ox + pad, pad - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-        cv2.putText(image, "minutes", (ox + width // 2 - 25, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-        cv2.putText(image, f"{high:+.3g}", (ox + 2, pad + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-        cv2.putText(image, f"{low:+.3g}", (ox + 2, height - pad), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        cv2.line(image, px(0, 0), px(x_max, 0), (160, 160, 160), 1)
+        cv2.putText(image, f"{video}: PSNR gain (dB)", (ox + 8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
+        cv2.putText(image, "CPU minutes (solid: all windows, dashed: blurriest third)", (ox + 8, height - 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1)
+        cv2.putText(image, f"{high:+.3f}", (ox + 4, pad + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        cv2.putText(image, f"{low:+.3f}", (ox + 4, height - pad), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
         for i, model in enumerate(sorted({r["model"] for r in results})):
-            rs = sorted((r for r in results if r["model"] == model), key=lambda r: r["minutes"])
-            points = [to_px(r["minutes"], r[key]) for r in rs]
             colour = colours.get(model, (0, 0, 0))
-            for a, b in zip(points, points[1:]):
-                cv2.line(image, a, b, colour, 2)
-            for pt, r in zip(points, rs):
-                cv2.circle(image, pt, 4, colour, -1)
-                cv2.putText(image, f"{r['minutes']:g}", (pt[0] + 4, pt[1] - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1)
-            cv2.putText(image, model, (ox + width - pad - 70, pad + 18 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+            for key in ("all", "blurriest_third"):
+                points = [px(m, g) for m, g in series[(model, key)] if g is not None]
+                for a, b in zip(points, points[1:]):
+                    if key == "all":
+                        cv2.line(image, a, b, colour, 2)
+                    else:  # dashed
+                        for t in np.linspace(0, 1, 12)[::2]:
+                            p0 = (int(a[0] + (b[0] - a[0]) * t), int(a[1] + (b[1] - a[1]) * t))
+                            p1 = (int(a[0] + (b[0] - a[0]) * (t + 1 / 11)), int(a[1] + (b[1] - a[1]) * (t + 1 / 11)))
+                            cv2.line(image, p0, p1, colour, 1)
+                for p in points:
+                    cv2.circle(image, p, 3, colour, -1)
+            cv2.putText(image, model, (ox + width - pad - 60, pad + 16 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
                         colour, 1)
     cv2.imwrite(str(path), image)
 
 
+def repeat_free_test_videos(rows: list[dict], landmarks_report: Path) -> list[str]:
+    """Test videos without held frames (the landmarks stage's cadence `none`)."""
+    holds = {v: r.get("holds", {}) for v, r in json.loads(landmarks_report.read_text()).get("videos", {}).items()} \
+        if landmarks_report.is_file() else {}
+    return sorted({r["video_id"] for r in rows if holds.get(r["video_id"], {}).get("cadence") == "none"})
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budgets", type=float, nargs="+", default=None,
-                   help="training minutes per run (default: CPU 2 5 15 30; GPU 1 3 10)")
-    p.add_argument("--models", nargs="+", default=["cfmd", "chrysos"], choices=["cfmd", "chrysos"])
+    p.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 60], help="CPU minutes at which to score")
+    p.add_argument("--models", nargs="+", default=["cfmd", "chrysos", "unet"], choices=["cfmd", "chrysos", "unet"])
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--preset", default="presets/cpu-proof.yaml", help="overrides applied to params ('none': none)")
     p.add_argument("--root", default="data/dataset")
-    p.add_argument("--split", default="test")
-    p.add_argument("--samples", type=int, default=30, help="test samples scored (spread over N)")
-    p.add_argument("--paper-size", action="store_true", help="paper-size networks, 256 crops, batch 8")
+    p.add_argument("--landmarks-report", default="data/landmarks/report.json")
+    p.add_argument("--test-samples", type=int, default=None, help="test windows scored (spread over N; default all)")
+    p.add_argument("--train-samples", type=int, default=120, help="training windows scored for the fit")
+    p.add_argument("--paper-size", action="store_true", help="paper-size networks, 256 images and crops, batch 8")
+    p.add_argument("--unet", default="width=16,depth=3,lr=5e-4,loss=l1", help="the reference U-Net's settings")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="reports/learning")
     args = p.parse_args(argv)
 
+    import yaml
+
     params = load_params(path=args.params)
+    if args.preset != "none":
+        params = merged(params, yaml.safe_load(Path(args.preset).read_text()) or {})
     if args.paper_size:
-        params = {k: merged(v, PAPER.get(k, {})) for k, v in params.items()}
-    sections = ("train_cfmd", "train_chrysos_hg", "train_chrysos_gan")
+        params = merged(params, PAPER)
+    unet = dict(kv.split("=") for kv in args.unet.split(","))
+    params["_reference"] = {"width": int(unet["width"]), "depth": int(unet["depth"]), "lr": float(unet["lr"]),
+                            "loss": unet["loss"]}
     runtime_cfg = params["train_cfmd"].get("runtime", {})
     runtime = resolve_runtime(args.device, runtime_cfg.get("amp", "auto"), runtime_cfg.get("channels_last", "auto"))
-    budgets = args.budgets or ([1, 3, 10] if runtime.device.type == "cuda" else [2, 5, 15, 30])
-    root = Path(args.root)
-    out = Path(args.out)
+    root, out = Path(args.root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    resolution = params["evaluate"].get("resolution")
+    test_rows = spread_over_n(training_rows(root, ["fixed"], split="test"), args.test_samples)
+    loop_methods = params["train_chrysos_hg"].get("methods", ["fixed"])
+    train_rows = spread_over_n(training_rows(root, [loop_methods] if isinstance(loop_methods, str) else loop_methods),
+                               args.train_samples)
+    videos = repeat_free_test_videos(test_rows, Path(args.landmarks_report)) or sorted({r["video_id"] for r in test_rows})
+    print(f"device {runtime.device}; budgets {args.budgets} min; {len(test_rows)} test windows (repeat-free: "
+          f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
     results = []
-    print(f"device {runtime.device}; budgets {budgets} min; sections {sections}", flush=True)
-    print(f"{'model':8s} {'min':>5s} {'steps':>6s} {'PSNR':>7s} {'blurry':>7s} {'gain':>7s} {'SSIM':>6s} "
-          f"{'blurry':>6s} {'gain':>7s}", flush=True)
     for model in args.models:
-        methods = params["train_cfmd" if model == "cfmd" else "train_chrysos_gan"].get("methods", ["fixed"])
-        methods = [methods] if isinstance(methods, str) else list(methods)
-        rows = [r for m in methods for r in spread_over_n(training_rows(root, [m], split=args.split),
-                                                            args.samples // len(methods))]
-        for minutes in budgets:
-            started = time.perf_counter()
-            steps, s = (run_cfmd if model == "cfmd" else run_chrysos)(params, root, minutes, runtime, rows)
-            r = {"model": model, "minutes": minutes, "steps": steps, "samples": len(rows), **s,
-                 "psnr_gain": s["psnr"] - s["blurry_psnr"], "ssim_gain": s["ssim"] - s["blurry_ssim"],
-                 "seconds_total": time.perf_counter() - started}
-            results.append(r)
-            print(f"{model:8s} {minutes:5g} {steps:6d} {r['psnr']:7.3f} {r['blurry_psnr']:7.3f} {r['psnr_gain']:+7.3f} "
-                  f"{r['ssim']:6.4f} {r['blurry_ssim']:6.4f} {r['ssim_gain']:+7.4f}", flush=True)
+        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution)
+    flat = []
+    for r in results:
+        row = {k: r[k] for k in ("model", "minutes", "steps", "chosen_step", "validation_gain", "data_wait_share")}
+        for video, cell in [("split", r["test"])] + list(r["test"]["videos"].items()):
+            for key in ("all", "blurriest_third"):
+                c = cell[key]
+                row.update({f"{video}.{key}.gain": c["gain"], f"{video}.{key}.ssim_gain": c["ssim_gain"],
+                            f"{video}.{key}.worse_share": c["worse_share"], f"{video}.{key}.n": c["n"]})
+        row.update({"train.gain": r["train"]["gain"], "train.n": r["train"]["n"]})
+        flat.append(row)
     with open(out / "learning.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
+        writer = csv.DictWriter(f, fieldnames=sorted({k for row in flat for k in row}, key=lambda k: (k.count("."), k)))
         writer.writeheader()
-        writer.writerows(results)
-    plot(results, out / "learning.png")
-    print(f"wrote {out / 'learning.csv'} and {out / 'learning.png'}")
+        writer.writerows(flat)
+    (out / "learning.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    plot(results, videos, out / "learning.png")
+    print(f"\nwrote {out / 'learning.csv'}, {out / 'learning.json'} and {out / 'learning.png'}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import logging
 
 from pipeline.eval.config import EvalConfig
 from pipeline.eval.scoring import evaluate
-from pipeline.eval.tables import summary
+from pipeline.eval.tables import WORSE_DB, summary
 from pipeline.models.inference import DEFAULT_WEIGHTS, ModelFileError, load_model
 from pipeline.eval.outputs import example_rows, write_examples, write_plots, write_records
 from pipeline.stage import load_params, setup_logging, write_json
@@ -63,10 +63,20 @@ def main(args):
     write_json(metrics, result)
     for method in cfg.methods:
         for table, systems in result.get(method, {}).items():
+            board = systems.get("scoreboard", {})
             for system, cells in systems.items():
+                if system == "scoreboard":
+                    continue
                 c = cells["all"]
                 log.info("%-5s %-13s %-7s n=%-4d PSNR %s SSIM %s FID %s id %s lmk AUC %s", method, table, system,
                          c["n"], c["psnr"], c["ssim"], c["fid"], c["identity_dist"], c["landmark_auc"])
+            for name, c in [("all", board.get("all")), ("blurriest third", board.get("blurriest_third")),
+                            *[(f"band {k}", v) for k, v in board.get("bands", {}).items()],
+                            *[(f"video {k}", v["all"]) for k, v in board.get("videos", {}).items()]]:
+                if c and c["n"]:
+                    log.info("%-5s %-13s gain %-38s n=%-4d %+.3f dB (blurry %.2f) SSIM %+.4f, worse > %.1f dB: %.0f%%",
+                             method, table, name, c["n"], c["gain"], c["blurry_psnr"], c["ssim_gain"], WORSE_DB,
+                             100 * c["worse_share"])
     log.info("wrote %s, %s, %s and plots in %s in %.1f s", metrics, results, sheet, args.plots, ev.seconds)
 
 

@@ -18,7 +18,7 @@ from pipeline.stage import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
 from pipeline.models.cfmd.task import CFMDConfig, CFMDTask, cfmd_sheet, config_record
-from pipeline.train.data import FaceDeblurDataset, training_rows
+from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit, stopped_exit
@@ -44,14 +44,16 @@ def main(args):
 
     perceptual = resolve_perceptual(cfg.perceptual, cfg.lpips_net)
     log.info("perceptual loss: %s (%s)", perceptual.used, perceptual.reason)
-    rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="moment", degrade=cfg.loop.degrade)
+    rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
+    dataset = FaceDeblurDataset(rows, args.root, target="moment", degrade=cfg.loop.degrade,
+                                resolution=cfg.loop.resolution)
+    validation = FaceDeblurDataset(held_out, args.root, target="moment", resolution=cfg.loop.resolution)
     task = CFMDTask(cfg, runtime, env, perceptual.loss)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
     with TrainLog(args.live) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                     live=live, params=params, desc=SECTION,
+                     live=live, params=params, desc=SECTION, validation=validation,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
                                                         perceptual=perceptual.used, world_size=env.world_size),
                      extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
@@ -60,13 +62,13 @@ def main(args):
             raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
-            record = config_record(cfg)
+            record = {**config_record(cfg), "resolution": dataset.image_size}
             save_weights(args.out, "cfmd_gan", record, task.modules)
             live.artifact(args.out, type="model", name="cfmd", desc="CFMD-GAN generator and discriminator")
             sheet = cfg.sheet or {}
             shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
             u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
-            live.sheet(cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values))
+            live.sheet(cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values, dataset.resolution))
             metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
                                     training_samples=len(rows), **record)
             write_outputs(args.metadata, args.metrics, metadata, result)

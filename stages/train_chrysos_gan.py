@@ -18,7 +18,7 @@ from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
 from pipeline.models.chrysos.task import (ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, crop_size_warning, load_hourglass,
                                           loss_weights_record)
-from pipeline.train.data import FaceDeblurDataset, training_rows
+from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit, stopped_exit
@@ -44,16 +44,19 @@ def main(args):
     checkpoint.seed_everything(cfg.loop.seed)
 
     hourglass, hourglass_config = load_hourglass(args.hourglass, runtime.device)
-    rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade)
+    rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
+    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade,
+                                resolution=cfg.loop.resolution)
+    validation = FaceDeblurDataset(held_out, args.root, target="middle", resolution=cfg.loop.resolution)
+    cfg = cfg.at_resolution(dataset.image_size)  # generator.levels: null follows the images' size
     task = ChrysosGANTask(cfg, runtime, env, hourglass)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
-    if rows and (warning := crop_size_warning(cfg.loop.crop_size, min(dataset[0]["blurry"].shape[-2:]))):
+    if rows and (warning := crop_size_warning(cfg.loop.crop_size, dataset.image_size, cfg.generator["levels"])):
         log.warning(warning)
 
     with TrainLog(args.live) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                     live=live, params=params, desc=SECTION, stop_after=args.stop_after,
+                     live=live, params=params, desc=SECTION, validation=validation, stop_after=args.stop_after,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
                                                         world_size=env.world_size,
                                                         hourglass=checkpoint.file_digest(args.hourglass)))
@@ -63,12 +66,13 @@ def main(args):
 
         if env.is_main:
             record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,
-                      "loss_weights": loss_weights_record(cfg)}
+                      "loss_weights": loss_weights_record(cfg), "resolution": dataset.image_size}
             save_weights(args.out, "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
             live.artifact(args.out, type="model", name="chrysos-gan",
                           desc="Chrysos et al. step 2: two-pathway cGAN with its frozen hourglass")
             rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-            live.sheet(chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device))
+            live.sheet(chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device,
+                                     dataset.resolution))
             write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
                                                                     training_samples=len(rows), **record), result)
             log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)

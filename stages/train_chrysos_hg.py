@@ -15,7 +15,7 @@ from pipeline.stage import load_params, setup_logging
 from pipeline.train import checkpoint, ddp
 from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
 from pipeline.models.chrysos.task import HourglassConfig, HourglassTask, chrysos_sheet
-from pipeline.train.data import FaceDeblurDataset, training_rows
+from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
 from pipeline.models.device import resolve_runtime
 from pipeline.train.log import TrainLog
 from pipeline.train.loop import fit, stopped_exit
@@ -39,14 +39,16 @@ def main(args):
     runtime = resolve_runtime(**vars(cfg.runtime), local_rank=env.local_rank)
     checkpoint.seed_everything(cfg.loop.seed)
 
-    rows = training_rows(args.root, cfg.loop.methods)
-    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade)
+    rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
+    dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade,
+                                resolution=cfg.loop.resolution)
+    validation = FaceDeblurDataset(held_out, args.root, target="middle", resolution=cfg.loop.resolution)
     task = HourglassTask(cfg, runtime, env)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
     with TrainLog(args.live) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
-                     live=live, params=params, desc=SECTION, stop_after=args.stop_after,
+                     live=live, params=params, desc=SECTION, validation=validation, stop_after=args.stop_after,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
                                                         world_size=env.world_size))
         if not result.completed:
@@ -54,13 +56,15 @@ def main(args):
             raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
-            save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass}, task.modules)
+            save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass, "resolution": dataset.image_size},
+                         task.modules)
             live.artifact(args.out, type="model", name="chrysos-hourglass",
                           desc="Chrysos et al. step 1: stacked hourglass (L1)")
             rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-            live.sheet(chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device))
+            live.sheet(chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device, dataset.resolution))
             write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
-                                                                    training_samples=len(rows)), result)
+                                                                    training_samples=len(rows),
+                                                                    resolution=dataset.image_size), result)
             log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 

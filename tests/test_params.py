@@ -66,7 +66,7 @@ BAD = [
     ("manifest.fmr.rounding", "up", "truncate | round | none"),
     ("manifest.fmr.keypoint", 68, "[0, 67]"),
     ("train_cfmd.crop_size", 7, "multiple of 16"),
-    ("train_chrysos_gan.crop_size", 64, "multiple of 128"),
+    ("train_chrysos_gan.crop_size", 48, "multiple of 32"),  # 5 levels at resolution 64: 2**5
     ("train_cfmd.steps", "x", "must be an integer"),
     ("train_cfmd.batch_size", 0, ">= 1"),
     ("train_cfmd.betas", [0.9], "a list of 2 numbers"),

@@ -13,8 +13,8 @@ import pytest
 from pipeline.summary import MAX_COLUMNS, MAIN_TABLE, build_summary, flatten, show_width
 from stages import summary as stage
 
-KEYS = {"n.train", "n.test", "cfmd.psnr", "cfmd.ssim", "cfmd.gain", "chrysos.psnr", "chrysos.ssim",
-        "chrysos.gain", "time.cfmd", "time.chrysos"}
+KEYS = {"n.train", "n.test", "res", "cfmd.gain", "cfmd.third", "cfmd.ssim", "chrysos.gain", "chrysos.third",
+        "chrysos.ssim", "t.cfmd", "t.chrysos"}
 
 
 def _row(psnr, ssim):
@@ -25,10 +25,11 @@ def _write_inputs(folder: Path, cfmd_psnr=32.40912) -> dict:
     files = {
         "dataset": {"samples": {"total": 1061, "train": {"fixed": 670, "vla": 71}, "test": {"fixed": 262, "vla": 58}},
                     "sharp_frames": 9709},
-        "eval_cfmd": {"fixed": {"all_u": {"cfmd": _row(cfmd_psnr, 0.951664), "blurry": _row(35.1, 0.97)},
+        "eval_cfmd": {"fixed": {"all_u": {"cfmd": _row(cfmd_psnr, 0.951664), "blurry": _row(35.1, 0.97),
+                                          "scoreboard": {"blurriest_third": {"gain": 0.1234}}},
                                 "centre_fmr": {"cfmd": _row(1.0, 0.1), "blurry": _row(2.0, 0.2)}},
                       "vla": {"all_u": {"cfmd": _row(30.0, 0.9), "blurry": _row(31.0, 0.95)}},
-                      "samples": {"evaluated": {"fixed": 10}}},
+                      "samples": {"evaluated": {"fixed": 10}}, "resolution": 64},
         "eval_chrysos": {"vla": {"middle": {"chrysos": _row(28.0, 0.9), "blurry": _row(27.5, 0.93)}}},  # no fixed
         "train_cfmd": {"seconds": 13.85, "steps": 60},
         "train_chrysos_hg": {"seconds": 6.07},
@@ -53,17 +54,18 @@ def test_summary_keys_and_values(tmp_path):
     summary = flatten(_run_stage(tmp_path, tmp_path / "metrics" / "summary.json"))
     assert set(summary) == KEYS
     assert summary["n.train"] == 741 and summary["n.test"] == 320
-    assert summary["cfmd.psnr"] == 32.41 and summary["cfmd.ssim"] == 0.9517 and summary["cfmd.gain"] == -2.69
+    assert summary["cfmd.ssim"] == 0.9517 and summary["cfmd.gain"] == -2.69 and summary["cfmd.third"] == 0.12
+    assert summary["res"] == 64
     # no fixed samples scored: the VLA ones
-    assert summary["chrysos.psnr"] == 28.0 and summary["chrysos.gain"] == 0.5
-    assert abs(summary["time.cfmd"] - 13.85) <= 0.05
-    assert summary["time.chrysos"] == 12.0
+    assert summary["chrysos.gain"] == 0.5 and summary["chrysos.third"] is None
+    assert abs(summary["t.cfmd"] - 13.85) <= 0.05
+    assert summary["t.chrysos"] == 12.0
 
 
 def test_missing_inputs_give_nulls():
     summary = flatten(build_summary(None, {}, {"train_cfmd": {"seconds": 3.0}}))
-    assert set(summary) == KEYS and summary["time.cfmd"] == 3.0
-    assert all(v is None for k, v in summary.items() if k != "time.cfmd")
+    assert set(summary) == KEYS and summary["t.cfmd"] == 3.0
+    assert all(v is None for k, v in summary.items() if k != "t.cfmd")
 
 
 def test_main_tables_agree_with_the_evaluation():
@@ -75,7 +77,9 @@ def test_main_tables_agree_with_the_evaluation():
 def test_widest_summary_fits_160_columns():
     wide = build_summary({"samples": {"train": {"fixed": 10**6}, "test": {"fixed": 10**5}}},
                          {m: {"fixed": {MAIN_TABLE[m]: {m: {"all": {"psnr": -12.3456, "ssim": 0.123456}},
-                                                        "blurry": {"all": {"psnr": 44.4444}}}}}
+                                                        "blurry": {"all": {"psnr": 44.4444}},
+                                                        "scoreboard": {"blurriest_third": {"gain": -55.5555}}}},
+                              "resolution": 1024}
                           for m in MAIN_TABLE},
                          {t: {"seconds": 12345.67} for t in ("train_cfmd", "train_chrysos_hg", "train_chrysos_gan")})
     assert show_width(wide) <= MAX_COLUMNS
@@ -101,8 +105,8 @@ def test_real_dvc_metrics_show_and_diff_fit(tmp_path):
     (tmp_path / "dvc.yaml").write_text("metrics:\n  - metrics/summary.json\n")
     run("git init -q && dvc init -q && git add -A && git commit -qm base")
     shown = run("dvc metrics show metrics/summary.json")
-    assert "cfmd.psnr" in shown and max(map(len, shown.splitlines())) <= MAX_COLUMNS
+    assert "cfmd.third" in shown and max(map(len, shown.splitlines())) <= MAX_COLUMNS
     _write_inputs(inputs, cfmd_psnr=33.0)
     _run_stage(inputs, tmp_path / "metrics" / "summary.json")
     diff = run("dvc metrics diff --targets metrics/summary.json")
-    assert "cfmd.psnr" in diff and max(map(len, diff.splitlines())) <= MAX_COLUMNS
+    assert "cfmd.gain" in diff and max(map(len, diff.splitlines())) <= MAX_COLUMNS

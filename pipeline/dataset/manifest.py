@@ -66,6 +66,7 @@ EXTRA = pa.schema([
     ("sharpness", pa.float32()),  # lowest crop sharpness of the window's frames (variance of Laplacian); null: not measured
     ("interpolation", pa.int32()),  # blur.interpolate: k - 1 synthesised frames between real ones (1: none)
     ("exposure", pa.float32()),  # blur.exposure: shutter duty cycle of the blur (1: always open)
+    ("pictures", pa.int32()),  # distinct pictures among the frames: n_frames, unless blur.units: frames averaged held frames
 ])
 MANIFEST_SCHEMA = pa.schema(list(REQUIRED) + list(EXTRA))
 ROW_GROUP = 1 << 14
@@ -296,11 +297,12 @@ def sample_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
 
 
 def middle_position(row: dict) -> int:
-    """FMR position of the temporal middle frame: start_frame + (N - 1) // 2 for fixed windows,
-    the middle of the sorted frame_indices for VLA (whose frames may skip gaps)."""
+    """FMR position of the temporal middle frame, the ((N - 1) // 2)-th of the frame_indices in
+    time order: start_frame + (N - 1) // 2 for a fixed window of consecutive frames; for a window
+    of pictures (`blur.units: pictures`) or a VLA window, whose frames may skip held frames or
+    gaps, the middle picture."""
     n, frames = row["n_frames"], row["frame_indices"]
-    middle = row["start_frame"] + (n - 1) // 2 if row["method"] == "fixed" else sorted(frames)[(n - 1) // 2]
-    return frames.index(middle)
+    return frames.index(sorted(frames)[(n - 1) // 2])
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -330,6 +332,28 @@ def load_sharp(row: dict, positions, size: int, root: str | Path = DATASET_ROOT)
         raise SampleReadError(f"sample {row['sample_id']}: cannot read its sharp frames from {path}: "
                               f"{str(e).strip() or type(e).__name__}") from e
     return np.stack(out)
+
+
+def downscale(image: np.ndarray, resolution: int | None) -> np.ndarray:
+    """A square uint8 image area-downscaled to resolution x resolution (unchanged at its own size
+    or when None). Upscaling is refused: the dataset holds no more detail than its crop size.
+    Averaging commutes with area downscaling, so a blurry image and its sharp frames downscaled
+    alike are the same blur at the smaller size, to within rounding (issue 22)."""
+    if resolution is None or resolution == image.shape[0]:
+        return image
+    if resolution > image.shape[0]:
+        raise ValueError(f"resolution {resolution} is above the dataset's {image.shape[0]}px images (crop.size): "
+                         "train and evaluate at most at the size the dataset was built at")
+    return cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_AREA)
+
+
+def load_at(row: dict, positions, root: str | Path = DATASET_ROOT,
+            resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A row's blurry image and its sharp frames at FMR `positions`, area-downscaled to
+    `resolution` (None: the dataset's size): what training and evaluation read."""
+    blurry = _read_rgb(Path(root) / row["blurry_path"])
+    sharp = load_sharp(row, positions, blurry.shape[0], root)
+    return downscale(blurry, resolution), np.stack([downscale(f, resolution) for f in sharp])
 
 
 def load_sample(row: dict, root: str | Path = DATASET_ROOT) -> tuple[np.ndarray, np.ndarray]:

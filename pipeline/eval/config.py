@@ -27,6 +27,7 @@ CENTRE_U = 0.5
 @dataclass(frozen=True)
 class EvalConfig:
     split: str = "test"
+    resolution: int | None = None  # images area-downscaled to this before scoring (None: the dataset's crop.size)
     methods: tuple[str, ...] = METHODS
     max_samples: Any = None  # per method: an int, {method: int}, or None (every sample)
     batch_size: int = 16  # restorations and FID images per forward pass
@@ -52,7 +53,7 @@ class EvalConfig:
     def from_params(cls, section: Mapping[str, Any], crop: Mapping[str, Any] | None = None) -> "EvalConfig":
         """The params.yaml `evaluate` section (+ `crop.widen`) -> settings; unknown keys raise."""
         s = dict(section or {})
-        known = {"split", "methods", "max_samples", "batch_size", "fid", "fid_min_images", "identity", "landmarks",
+        known = {"split", "resolution", "methods", "max_samples", "batch_size", "fid", "fid_min_images", "identity", "landmarks",
                  "lpips", "lpips_net", "face_samples", "face_workers", "prefetch", "sheet", "runtime"}
         unknown = set(s) - known
         if unknown:
@@ -81,6 +82,9 @@ class EvalConfig:
                   crop_widen=float((crop or {}).get("widen", 0.5)), **rt, **s)
         if cfg.batch_size < 1:
             raise ValueError(f"evaluate.batch_size = {cfg.batch_size}: must be >= 1")
+        if cfg.resolution is not None and (cfg.resolution < 16 or cfg.resolution % 16):
+            raise ValueError(f"evaluate.resolution = {cfg.resolution}: must be a multiple of 16, at least 16 (or null: "
+                             "the dataset's crop.size)")
         if cfg.fid_min_images < 2:
             raise ValueError(f"evaluate.fid_min_images = {cfg.fid_min_images}: must be >= 2 (a covariance needs two)")
         if cfg.prefetch < 0:

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position
+from pipeline.dataset.manifest import middle_position
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.sheets import spread, write_sheet
 from pipeline.stage import write_csv
 
 from pipeline.eval.config import BASELINE, MAIN_TABLE, EvalConfig
 from pipeline.eval.scoring import Evaluation
+from pipeline.eval.selection import load_for_eval
 from pipeline.eval.tables import records_table
 from pipeline.models.inference import DeblurModel, restore_many
 
@@ -83,19 +84,18 @@ def write_examples(path: str | Path, model: DeblurModel, rows: list[dict], root:
     root = Path(root)
     cells = []
     for row in rows:
-        blurry = _read_rgb(root / row["blurry_path"])
         title = f"blurry {row['method']} N={row['n_frames']}"
         if model.multi_output:
             u_values = list(cfg.sheet_u)
             positions = [int(np.abs(np.asarray(row["u"]) - u).argmin()) for u in u_values]
+            blurry, sharp = load_for_eval(row, root, positions, cfg.resolution)
             restored = restore_many(model, blurry, u_values, cfg.batch_size)
-            sharp = load_sharp(row, positions, blurry.shape[0], root)
             cells.append([(blurry, title)] + [(r, f"{model.name} u={u:g}") for r, u in zip(restored, u_values)])
-            cells.append([None] + [(s, f"GT u={row['u'][p]:.2f}") for s, p in zip(sharp, positions)])
+            cells.append([None] + [(sharp[p], f"GT u={row['u'][p]:.2f}") for p in positions])
         else:
+            blurry, sharp = load_for_eval(row, root, [middle_position(row)], cfg.resolution)
             restored = restore_many(model, blurry, [None], 1)[0]
-            sharp = load_sharp(row, [middle_position(row)], blurry.shape[0], root)[0]
-            cells.append([(blurry, title), (restored, model.name), (sharp, "GT middle frame")])
+            cells.append([(blurry, title), (restored, model.name), (sharp[middle_position(row)], "GT middle frame")])
     if not cells:
         return None
     return write_sheet(path, cells)

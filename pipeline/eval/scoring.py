@@ -40,6 +40,7 @@ class Evaluation:
     info: dict = field(default_factory=dict)
     rows: dict[str, list[dict]] = field(default_factory=dict)  # the manifest rows evaluated, per method
     seconds: float = 0.0
+    resolution: int | None = None  # the side of the images scored
 
 
 class _Inline:
@@ -118,9 +119,10 @@ def evaluate(model: DeblurModel, root: str | Path, cfg: EvalConfig, progress_eve
             method, row = item
             pairs = plan(model.name, row)
             positions = sorted({p.target for p in pairs} | {middle_position(row)})
-            return pairs, load_for_eval(row, root, positions)
+            return pairs, load_for_eval(row, root, positions, cfg.resolution)
 
         for (method, row), (pairs, (blurry, sharp)) in prefetched(load, work, cfg.prefetch):
+            ev.resolution = int(blurry.shape[0])
             pending.append(_score_sample(model, scorer, cfg, row, pairs, blurry, sharp, ev, feature_index,
                                          with_faces=row["sample_id"] in with_faces))
             done += 1

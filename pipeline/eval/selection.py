@@ -11,7 +11,7 @@ from typing import Iterable
 import numpy as np
 import pyarrow.compute as pc
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position, read_manifests
+from pipeline.dataset.manifest import load_at, middle_position, read_manifests
 from pipeline.eval.config import BASELINE, CENTRE_U, EvalConfig
 from pipeline.sheets import spread
 
@@ -80,9 +80,11 @@ def plan(model_name: str, row: dict) -> list[Pair]:
     return pairs
 
 
-def load_for_eval(row: dict, root: Path, positions: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    blurry = _read_rgb(root / row["blurry_path"])
-    sharp = load_sharp(row, positions, blurry.shape[0], root)
+def load_for_eval(row: dict, root: Path, positions: list[int], resolution: int | None = None
+                  ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """A row's blurry image and its sharp frames at `positions`, area-downscaled to `resolution`
+    (evaluate.resolution; None: the dataset's size), as training loads them."""
+    blurry, sharp = load_at(row, positions, root, resolution)
     return blurry, dict(zip(positions, sharp))
 
 

@@ -58,8 +58,50 @@ def n_key(n: int) -> str:
     return f"N{int(n):02d}"
 
 
+# The scoreboard (issue 22): where the blur is. Bands of the blurry input's PSNR against the target
+# (dB; a band holds [low, high)), a pair "made worse" when the model loses more than WORSE_DB there.
+BANDS = (("below_30", None, 30.0), ("30_35", 30.0, 35.0), ("35_40", 35.0, 40.0), ("40_up", 40.0, None))
+WORSE_DB = 0.1
+
+
+def _pairs(records: list[dict], model_name: str) -> list[tuple[dict, dict]]:
+    """(model record, blurry-input record) of each pair with the same sample and target."""
+    base = {(r["sample_id"], r["target_position"]): r for r in records if r["system"] == BASELINE}
+    return [(r, base[(r["sample_id"], r["target_position"])]) for r in records
+            if r["system"] == model_name and (r["sample_id"], r["target_position"]) in base]
+
+
+def _gain_cell(pairs: list[tuple[dict, dict]]) -> dict:
+    """n, the model's and the blurry input's mean PSNR / SSIM on those pairs, the gains, and the
+    share of pairs the model made worse by more than WORSE_DB."""
+    if not pairs:
+        return {"n": 0, "psnr": None, "blurry_psnr": None, "gain": None, "ssim": None, "blurry_ssim": None,
+                "ssim_gain": None, "worse_share": None}
+    m, b = np.array([p[0]["psnr"] for p in pairs]), np.array([p[1]["psnr"] for p in pairs])
+    ms, bs = np.array([p[0]["ssim"] for p in pairs]), np.array([p[1]["ssim"] for p in pairs])
+    return {"n": len(pairs), "psnr": _round(m.mean(), 4), "blurry_psnr": _round(b.mean(), 4),
+            "gain": _round((m - b).mean(), 4), "ssim": _round(ms.mean()), "blurry_ssim": _round(bs.mean()),
+            "ssim_gain": _round((ms - bs).mean()), "worse_share": _round(float(np.mean(m < b - WORSE_DB)), 4)}
+
+
+def scoreboard(records: list[dict], model_name: str) -> dict:
+    """Where a model gains or loses, on one table's pairs (model and blurry input on the same
+    targets): all pairs, each blur band of the blurry input's PSNR (< 30, 30-35, 35-40, >= 40 dB),
+    the blurriest third (the third of pairs with the lowest blurry PSNR), and each test video."""
+    pairs = _pairs(records, model_name)
+    ranked = sorted(pairs, key=lambda p: (p[1]["psnr"], p[0]["sample_id"], p[0]["target_position"]))
+    bands = {name: _gain_cell([p for p in pairs if (lo is None or p[1]["psnr"] >= lo) and (hi is None or p[1]["psnr"] < hi)])
+             for name, lo, hi in BANDS}
+    videos = sorted({p[0]["video_id"] for p in pairs})
+    return {"all": _gain_cell(pairs), "blurriest_third": _gain_cell(ranked[:len(ranked) // 3]), "bands": bands,
+            "videos": {v: {"all": _gain_cell(vp := [p for p in pairs if p[0]["video_id"] == v]),
+                           "blurriest_third": _gain_cell(sorted(vp, key=lambda p: p[1]["psnr"])[:len(vp) // 3])}
+                       for v in videos}}
+
+
 def tables(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
-    """{method: {table: {system: {"all": cell, "N05": cell, ...}}}}."""
+    """{method: {table: {system: {"all": cell, "N05": cell, ...}, "scoreboard": scoreboard(...)}}}:
+    the papers' cells per system, and the scoreboard of gains by blur band and video."""
     grouped: dict[tuple, list[dict]] = defaultdict(list)
     for r in ev.records:
         grouped[(r["method"], r["table"], r["system"])].append(r)
@@ -77,14 +119,17 @@ def tables(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
                     by_n[r["n_frames"]].append(r)
                 out[method][table][system] = {"all": cell(recs, ev, cfg),
                                               **{n_key(n): cell(by_n[n], ev, cfg) for n in sorted(by_n)}}
+            out[method][table]["scoreboard"] = scoreboard(
+                [r for r in ev.records if r["method"] == method and r["table"] == table], model_name)
     return out
 
 
 def summary(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
     """The metrics JSON: model, samples, the tables per method, and what each metric used."""
     return {
-        "model": {k: v for k, v in ev.model.items() if k in ("name", "kind", "parameters", "dtype")},
+        "model": {k: v for k, v in ev.model.items() if k in ("name", "kind", "parameters", "dtype", "trained_at")},
         "samples": {"evaluated": ev.evaluated, "available": ev.available, "split": cfg.split},
+        "resolution": ev.resolution,  # the image size scored (evaluate.resolution, or the dataset's)
         **tables(ev, cfg, model_name),
         "metrics_info": ev.info,
     }

@@ -8,8 +8,10 @@ rebuilds the network from the recorded constructor arguments and returns a `Debl
     model = load_model("models/cfmd.pt")              # device auto: CUDA (bf16) when present
     restored = model.restore(blurry, u)               # float Bx3xHxW in [0, 1] -> same, clamped
 
-Inputs whose size the network cannot take (CFMD: multiples of 4; Chrysos: multiples of 128 and of
-the hourglass's 2**depth) are reflect-padded and the output cropped back.
+Inputs whose size the network cannot take (CFMD: multiples of 4; Chrysos: multiples of the
+generator's 2**levels, 128 at the paper's seven, and of the hourglass's 2**depth) are
+reflect-padded and the output cropped back. `resolution` is the image size the model was trained
+at (the weights record it; older files: None), the size `pipeline.deblur` restores face crops at.
 """
 from __future__ import annotations
 
@@ -34,9 +36,11 @@ class ModelFileError(FileNotFoundError):
 class DeblurModel:
     """A loaded model: `name` ('cfmd' | 'chrysos'), `multi_output` (takes u), `restore`."""
 
-    def __init__(self, name: str, kind: str, path: Path, networks: dict, runtime: Runtime, size_multiple: int):
+    def __init__(self, name: str, kind: str, path: Path, networks: dict, runtime: Runtime, size_multiple: int,
+                 resolution: int | None = None):
         self.name, self.kind, self.path = name, kind, path
         self.networks, self.runtime, self.size_multiple = networks, runtime, size_multiple
+        self.resolution = resolution
         self.multi_output = name == "cfmd"
 
     @property
@@ -47,7 +51,7 @@ class DeblurModel:
         return sum(p.numel() for n in self.networks.values() for p in n.parameters())
 
     def metadata(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "parameters": self.parameters(),
+        return {"name": self.name, "kind": self.kind, "parameters": self.parameters(), "trained_at": self.resolution,
                 "device": str(self.device), "dtype": str(self.runtime.amp_dtype or torch.float32).replace("torch.", "")}
 
     @torch.no_grad()
@@ -85,7 +89,7 @@ def _state(saved: dict, name: str, path: Path) -> dict:
 def load_model(path: str | Path, device: str = "auto", amp: str = "auto", channels_last="auto") -> DeblurModel:
     """Rebuild a trained model from its weights file (see module doc); errors name the file."""
     from pipeline.models.cfmd.generator import CFMDGenerator
-    from pipeline.models.chrysos.gan import SIZE_MULTIPLE, ChrysosGenerator
+    from pipeline.models.chrysos.gan import ChrysosGenerator
     from pipeline.models.chrysos.hourglass import StackedHourglass
 
     path = Path(path)
@@ -114,14 +118,14 @@ def load_model(path: str | Path, device: str = "auto", amp: str = "auto", channe
             generator.load_state_dict(_state(saved, "generator", path))
             networks = {"hourglass": hourglass.freeze(), "generator": generator}
             depth = int(config["hourglass"].get("depth", 4))
-            multiple = max(SIZE_MULTIPLE, 2 ** depth)
+            multiple = max(generator.size_multiple, 2 ** depth)
     except ModelFileError:
         raise
     except Exception as e:  # noqa: BLE001
         raise ModelFileError(f"{path}: '{kind}' weights do not match their recorded config "
                              f"({type(e).__name__}: {e})") from None
     networks = {k: runtime.module(v.eval().requires_grad_(False)) for k, v in networks.items()}
-    return DeblurModel(name, kind, path, networks, runtime, multiple)
+    return DeblurModel(name, kind, path, networks, runtime, multiple, config.get("resolution"))
 
 
 def restore_many(model: DeblurModel, blurry: np.ndarray, us: list[float | None], batch_size: int) -> np.ndarray:

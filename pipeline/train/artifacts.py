@@ -43,7 +43,10 @@ def write_outputs(metadata_path, metrics_path, metadata: dict, result: FitResult
     write_json(metadata_path, metadata)
     write_json(metrics_path, {
         "steps": result.step, "epochs": result.epoch, "seconds": round(result.seconds, 2),
-        "images_per_s": round(result.images_per_s, 2),
+        "images_per_s": round(result.images_per_s, 2), "data_wait_share": result.data_wait_share,
+        "resolution": metadata.get("resolution"),
+        # the held-out video's PSNR gain over the blurry input: the step kept, its gain, the last one's
+        "validation": {k: v for k, v in result.validation.items() if k != "history"} if result.validation else None,
         "final": {k: v for k, v in result.losses.items() if k not in ("step", "epoch", "lr")},
     })
 

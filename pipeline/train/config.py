@@ -47,11 +47,15 @@ class LoopConfig:
     batch_size: int = 4
     epoch_samples: int | None = None
     crop_size: int = 64
+    resolution: int | None = None  # images area-downscaled to this on load (None: the dataset's crop.size)
     scale: tuple[float, float] = (1.0, 1.5)
     flip: bool = False
     log_every: int = 1
     checkpoint_every: int = 0  # 0: only when interrupted
     degrade: Any = None  # sensor realism of the blurry input (pipeline.train.degrade); null: off
+    lr_warmup: int = 0  # each optimiser's first steps at a linearly rising share of its lr (pipeline.train.optim.update)
+    validation_video: str | None = None  # a training video held out: scored during training, best steps kept
+    validate_every: int = 0  # steps between validations (0: once per epoch)
 
     def __post_init__(self):
         from pipeline.train.degrade import Degrade
@@ -64,11 +68,21 @@ class LoopConfig:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} = {getattr(self, key)}: must be >= 1"
                                  + (" (or null)" if key in ("epochs", "epoch_samples") else ""))
+        if self.lr_warmup < 0:
+            raise ValueError(f"lr_warmup = {self.lr_warmup}: must be >= 0 (steps; 0: none)")
+        if self.validate_every < 0:
+            raise ValueError(f"validate_every = {self.validate_every}: must be >= 0 (0: once per epoch)")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every = {self.checkpoint_every}: must be >= 0 (0: only when interrupted)")
         if self.crop_size < 16 or self.crop_size % 16:
             raise ValueError(f"crop_size = {self.crop_size}: must be a multiple of 16, at least 16 "
                              "(the networks halve it several times)")
+        if self.resolution is not None and (self.resolution < 16 or self.resolution % 16):
+            raise ValueError(f"resolution = {self.resolution}: must be a multiple of 16, at least 16 (or null: the "
+                             "dataset's crop.size)")
+        if self.resolution is not None and self.crop_size > self.resolution:
+            raise ValueError(f"crop_size = {self.crop_size}: must be at most resolution ({self.resolution}), the size "
+                             "of the images it is cut from")
         if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
             raise ValueError(f"scale = {list(self.scale)}: must be [low, high] with 0 < low <= high")
 
@@ -85,10 +99,11 @@ class RuntimeConfig:
     channels_last: Any = "auto"  # auto (on GPU) | true | false
     compile: bool = False
     num_workers: int = 2
+    preload: Any = "auto"  # decode every training item once into memory: auto (when it fits PRELOAD_BYTES) | true | false
 
     def __post_init__(self):
         for key, allowed in (("device", ("auto", "cpu", "cuda")), ("amp", ("auto", "bf16", "none")),
-                             ("channels_last", ("auto", True, False))):
+                             ("channels_last", ("auto", True, False)), ("preload", ("auto", True, False))):
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"{key} = {value!r}: must be one of {' | '.join(map(str, allowed))}")

@@ -14,6 +14,13 @@ Items also carry `u_flip`, the u the same frame gets once the image is mirrored 
 Randomness never depends on which worker loads an item: `EpochSampler` hands the dataset
 (index, item_seed) pairs, item_seed being a function of (seed, epoch, position in epoch) only.
 A resumed run therefore sees exactly the items the uninterrupted run would have seen.
+
+`resolution` (the `resolution` key of each train_* section): below the dataset's crop size, the
+blurry image and its sharp frames are area-downscaled on load (`pipeline.dataset.manifest.downscale`). Averaging commutes
+with area downscaling, so this is the same blur synthesised at the smaller size, to within the
+uint8 rounding of the two images (tests/train/test_resolution.py). `preload()` decodes and
+downscales every item once into memory (the blurry image and the sharp frames the target can
+draw), so training reads arrays instead of PNGs: the same bytes, the same order and seeds.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position, sample_rows
+from pipeline.dataset.manifest import _read_rgb, downscale, load_at, middle_position, sample_rows
 
 TARGETS = ("moment", "middle")
 
@@ -36,6 +43,36 @@ TARGETS = ("moment", "middle")
 def training_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
     """The rows a training run draws from (`sample_rows` of the train split by default)."""
     return sample_rows(root, methods, split)
+
+
+def split_validation(rows: list[dict], video: str | None, test_videos=()) -> tuple[list[dict], list[dict]]:
+    """(training rows, validation rows): the rows of `video`, a training video, held out. A test
+    video is refused (the validation split is never one); a video that is not in the dataset at
+    all (params.yaml names the embedded samples', your own footage has others) is warned about,
+    and training runs without validation."""
+    if video is None:
+        return rows, []
+    if video in set(test_videos):
+        raise ValueError(f"validation_video = {video}: a test video; hold out a training video instead "
+                         "(the validation split chooses the checkpoint, so it must not be what the models are scored on)")
+    held = [r for r in rows if r["video_id"] == video]
+    if not held:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "validation_video = %s is not a video of the training split (%d videos, e.g. %s): training without "
+            "validation (name one of yours, or null to silence this)", video, len({r["video_id"] for r in rows}),
+            ", ".join(sorted({r["video_id"] for r in rows})[:3]))
+        return rows, []
+    return [r for r in rows if r["video_id"] != video], held
+
+
+def training_and_validation_rows(root: str | Path, methods, video: str | None) -> tuple[list[dict], list[dict]]:
+    """The train split's rows made by `methods`, with `video` held out for validation (`split_validation`)."""
+    from pipeline.dataset.manifest import read_manifests
+
+    test = set(read_manifests(root, split="test")["video_id"].to_pylist())
+    return split_validation(training_rows(root, methods), video, test)
 
 
 def flipped_position(row: dict, position: int) -> int:
@@ -70,11 +107,14 @@ class FaceDeblurDataset(Dataset):
     turns them into floats in [0, 1] on the device.
     """
 
-    def __init__(self, rows: list[dict], root: str | Path, target: str = "moment", degrade=None):
+    def __init__(self, rows: list[dict], root: str | Path, target: str = "moment", degrade=None,
+                 resolution: int | None = None):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.rows, self.root, self.target = rows, Path(root), target
         self.degrade = degrade  # pipeline.train.degrade.Degrade: the blurry input only, per item seed
+        self.resolution = resolution
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None  # per row: blurry, sharp frames (preload)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -84,17 +124,55 @@ class FaceDeblurDataset(Dataset):
             return middle_position(row)
         return int(np.random.default_rng(seed).integers(row["n_frames"]))
 
+    def positions(self, row: dict) -> list[int]:
+        """The FMR positions this target can draw: every frame (moment) or the middle one."""
+        return [middle_position(row)] if self.target == "middle" else list(range(row["n_frames"]))
+
+    def load(self, index: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The row's blurry image and its sharp frames at `positions`, at the training resolution."""
+        return load_at(self.rows[index], positions, self.root, self.resolution)
+
+    def preload(self, threads: int = 2, progress: bool = True) -> "FaceDeblurDataset":
+        """Decode (and downscale) every item once into memory; returns self. Reading an item
+        afterwards costs an array copy instead of PNG and frame-store decoding."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        def one(i):
+            return self.load(i, self.positions(self.rows[i]))
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:  # OpenCV and zlib release the GIL
+            self._cache = list(tqdm(pool.map(one, range(len(self.rows))), total=len(self.rows),
+                                    desc="decoding training samples", disable=not progress or None, unit="sample"))
+        return self
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images that reach the model: `resolution`, or the dataset's crop size."""
+        if self.resolution is not None:
+            return int(self.resolution)
+        return int(_read_rgb(self.root / self.rows[0]["blurry_path"]).shape[0]) if self.rows else 0
+
+    @property
+    def preloaded_bytes(self) -> int:
+        return 0 if self._cache is None else sum(b.nbytes + s.nbytes for b, s in self._cache)
+
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, 0)
         row = self.rows[index]
         k = self.position(row, seed)
-        blurry = _read_rgb(self.root / row["blurry_path"])
-        sharp = load_sharp(row, [k], blurry.shape[0], self.root)[0]
+        if self._cache is not None:
+            blurry, frames = self._cache[index]
+            sharp = frames[0 if self.target == "middle" else k]
+        else:
+            blurry, frames = self.load(index, [k])
+            sharp = frames[0]
         if self.degrade is not None and self.degrade.enabled:
             blurry = self.degrade(blurry, seed)
         return {
-            "blurry": torch.from_numpy(blurry).permute(2, 0, 1).contiguous(),
-            "sharp": torch.from_numpy(sharp).permute(2, 0, 1).contiguous(),
+            "blurry": torch.from_numpy(np.ascontiguousarray(blurry)).permute(2, 0, 1).contiguous(),
+            "sharp": torch.from_numpy(np.ascontiguousarray(sharp)).permute(2, 0, 1).contiguous(),
             "u": torch.tensor(row["u"][k], dtype=torch.float32),
             "u_flip": torch.tensor(row["u"][flipped_position(row, k)], dtype=torch.float32),
             "position": k,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+import numpy as np
 from torch import nn
 from tqdm import tqdm
 
@@ -53,6 +54,102 @@ class TrainTask(Protocol):
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One optimisation step; returns detached scalar losses keyed by `loss_names`."""
 
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """The restored images of a batch (the network in eval mode; validation)."""
+
+
+PRELOAD_BYTES = 3 * 2**30  # runtime.preload: auto decodes the training items into memory up to this size
+
+
+def preload_dataset(dataset: FaceDeblurDataset, setting, device: str) -> bool:
+    """Decode every training item once into memory when `setting` (runtime.preload) says so: true,
+    or auto and the items fit PRELOAD_BYTES. At the CPU configuration's sizes reading PNGs costs
+    more than a training step (issue 22); the bytes that reach the model are the same."""
+    if setting is False or len(dataset) == 0:
+        return False
+    blurry, _ = dataset.load(0, [0])
+    per_image = blurry.nbytes
+    estimate = sum((1 + len(dataset.positions(r))) * per_image for r in dataset.rows)
+    if setting == "auto" and estimate > PRELOAD_BYTES:
+        log.info("not preloading: the training items would take %.1f GiB (more than %.1f GiB; runtime.preload)",
+                 estimate / 2**30, PRELOAD_BYTES / 2**30)
+        return False
+    started = time.perf_counter()
+    dataset.preload()
+    log.info("preloaded %d training samples (%.0f MiB) in %.1f s", len(dataset), dataset.preloaded_bytes / 2**20,
+             time.perf_counter() - started)
+    return True
+
+
+VALIDATION_ITEMS = 64  # validation items scored each time (the first ones of the held-out video's rows)
+
+
+class Validation:
+    """Scores the model on a held-out training video during training and keeps the best weights.
+
+    The score is the mean PSNR gain over the blurry input, on fixed items (keys (i, i)) at the
+    training resolution, whole images, the networks in eval mode. The untrained (or resumed)
+    weights are scored first, then every `validate_every` steps; the weights of the best score
+    are kept in memory (and in checkpoints) and loaded back when training ends, so the stage
+    writes the checkpoint the validation chose, never one that scores below the start."""
+
+    def __init__(self, task, dataset: FaceDeblurDataset, runtime, batch_size: int = 16):
+        self.task, self.runtime, self.batch_size = task, runtime, batch_size
+        keys = [(i, i) for i in range(min(len(dataset), VALIDATION_ITEMS))]
+        self.items = [dataset[k] for k in keys]
+        self.best_gain, self.best_step, self.best_state = -float("inf"), 0, None
+        self.history: list[tuple[int, float]] = []
+
+    @torch.no_grad()
+    def score(self) -> float:
+        from torch.utils.data import default_collate
+
+        from pipeline.metrics.pixel import psnr
+
+        modes = {k: m.training for k, m in self.task.modules.items()}
+        for m in self.task.modules.values():
+            m.eval()
+        gains = []
+        try:
+            for i in range(0, len(self.items), self.batch_size):
+                batch = Batch.from_items(default_collate(self.items[i:i + self.batch_size]), self.runtime.device)
+                restored = self.task.predict(batch._replace(blurry=self.runtime.images(batch.blurry))).float().clamp(0, 1)
+                to_uint8 = lambda t: (t * 255 + 0.5).clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()  # noqa: E731
+                target = to_uint8(batch.sharp)
+                gains += list(psnr(to_uint8(restored), target) - psnr(to_uint8(batch.blurry), target))
+        finally:
+            for k, m in self.task.modules.items():
+                m.train(modes[k])
+        return float(np.mean(gains))
+
+    def step(self, step: int) -> float:
+        gain = self.score()
+        self.history.append((step, round(gain, 4)))
+        if gain > self.best_gain:
+            self.best_gain, self.best_step = gain, step
+            self.best_state = {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
+                               for k, m in self.task.modules.items()}
+        return gain
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            for k, m in self.task.modules.items():
+                m.load_state_dict(self.best_state[k])
+
+    def state(self) -> dict:
+        return {"best_gain": self.best_gain, "best_step": self.best_step, "best_state": self.best_state,
+                "history": self.history}
+
+    def load(self, state: dict | None) -> None:
+        if state:
+            self.best_gain, self.best_step = state["best_gain"], state["best_step"]
+            self.best_state, self.history = state["best_state"], [tuple(h) for h in state["history"]]
+
+    def record(self) -> dict:
+        return {"best_step": self.best_step, "best_gain": round(self.best_gain, 4),
+                "last_gain": self.history[-1][1] if self.history else None, "items": len(self.items),
+                "history": self.history}
+
 
 @dataclass
 class FitResult:
@@ -65,6 +162,9 @@ class FitResult:
     seconds: float = 0.0  # this process's training time (excludes a resumed run's earlier part)
     images_per_s: float = 0.0  # training images per second over all processes
     signal: int | None = None  # the signal (SIGINT / SIGTERM) that stopped the run, if one did
+    data_wait_share: float = 0.0  # share of the training time spent waiting for the next batch
+    preloaded: bool = False  # the training items were decoded into memory first (runtime.preload)
+    validation: dict | None = None  # Validation.record(): the step chosen, its gain, the history
 
     def metadata(self) -> dict:
         return dict(self.__dict__)
@@ -127,7 +227,7 @@ def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int) -> int:
 def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: Runtime, env: ddp.DistEnv, *,
         workers: RuntimeConfig, checkpoint_dir: str | Path, live: TrainLog | str | Path, params: dict,
         fingerprint: str, extra_state: dict | None = None, stop_after: int | None = None,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", validation: FaceDeblurDataset | None = None) -> FitResult:
     per_epoch = steps_per_epoch(loop, len(dataset), env.world_size)
     total = loop.total_steps(per_epoch)
     state = checkpoint.load(checkpoint_dir, fingerprint)
@@ -144,11 +244,19 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         log.info("resuming from %s at step %d", checkpoint_dir, start)
     if hasattr(task, "step"):  # the task's own step clock (e.g. a pixel warm-up) follows a resume
         task.step = start
+    validator = Validation(task, validation, runtime) if validation is not None and len(validation) else None
+    if validator is not None:
+        validator.load(state.get("validation") if state is not None else None)
+        if not validator.history:  # the start is a candidate too: training never leaves a worse checkpoint
+            validator.step(start)
+    validate_every = loop.validate_every or per_epoch
     for module in task.modules.values():
         ddp.broadcast_module(module, env)
 
+    preloaded = preload_dataset(dataset, workers.preload, runtime.device.type)
     sampler = EpochSampler(len(dataset), per_epoch * loop.batch_size, loop.seed, env.rank, env.world_size)
-    loader = make_loader(dataset, sampler, loop.batch_size, workers.num_workers, loop.seed,
+    # items in memory are an array copy away: worker processes would only add their start-up
+    loader = make_loader(dataset, sampler, loop.batch_size, 0 if preloaded else workers.num_workers, loop.seed,
                          pin_memory=runtime.device.type == "cuda")
     augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
     own_log = not isinstance(live, TrainLog)  # given a directory: open and end the log here
@@ -165,6 +273,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 "optimizers": {k: o.state_dict() for k, o in task.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in task.schedulers.items()},
                 "log_window": {"sums": {k: float(v) for k, v in sums.items()}, "count": count},
+                "validation": validator.state() if validator is not None else None,
                 **(extra_state or {}),
             })
             trainlog.artifact(path, type="checkpoint", name=f"{desc}-checkpoint", step=step)
@@ -172,12 +281,14 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
 
     step, stopped = start, False
     started = time.perf_counter()
+    waited = 0.0  # seconds spent waiting for batches
     with _StopRequest() as stop:
         while step < total and not stopped:
             epoch, within = divmod(step, per_epoch)
             sampler.set_epoch(epoch, within * loop.batch_size)
             batches = start_workers(loader)
             while True:
+                asked = time.perf_counter()
                 try:
                     items = next(batches)
                 except StopIteration:
@@ -190,6 +301,8 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                     stopped = True
                     save(step)
                     break
+                finally:
+                    waited += time.perf_counter() - asked
                 batch = Batch.from_items(items, runtime.device)
                 generator = torch.Generator().manual_seed(derive_seed(loop.seed, AUGMENT, env.rank, step))
                 batch = augment(batch, generator)
@@ -201,9 +314,14 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 step += 1
                 if step % per_epoch == 0:
                     step_schedulers(task)
+                val_gain = None
+                if validator is not None and (step % validate_every == 0 or step == total):
+                    val_gain = validator.step(step)
                 if step % loop.log_every == 0 or step == total:
                     means = ddp.mean_over_ranks({k: v / count for k, v in sums.items()}, env)
                     row = {k: float(v) for k, v in means.items()}
+                    if validator is not None and validator.history:
+                        row["val_gain"] = val_gain if val_gain is not None else validator.history[-1][1]
                     lr = first_opt.param_groups[0]["lr"]
                     trainlog.write({"step": step, "epoch": (step - 1) // per_epoch, "lr": lr, **row})
                     _quietly(bar.set_postfix, {k: f"{row[k]:.4g}" for k in shown if k in row}, refresh=False)
@@ -221,10 +339,17 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         trainlog.end()
     seconds = time.perf_counter() - started
     completed = step >= total
+    if completed and validator is not None:
+        log.info("%s: validation chose step %d (gain %+.3f dB over the blurry input; last %+.3f dB)", desc,
+                 validator.best_step, validator.best_gain, validator.history[-1][1])
+        validator.restore_best()
     if completed and env.is_main:
         checkpoint.clear(checkpoint_dir)
     ddp.barrier(env)
     trained = step - start
+    wait_share = waited / seconds if seconds > 0 else 0.0
+    log.info("%s: %d steps in %.1f s, %.1f%% of it waiting for data", desc, trained, seconds, 100 * wait_share)
     return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(trainlog.last), seconds,
                      trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0,
-                     signal=None if completed else stop.signum)
+                     signal=None if completed else stop.signum, data_wait_share=round(wait_share, 4),
+                     preloaded=preloaded, validation=validator.record() if validator is not None else None)

@@ -95,8 +95,14 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
         for method in ("fixed", "vla"):
             assert set(m[method]) == set(tables)
             for table in tables:
-                assert set(m[method][table]) == {model, BASELINE}
-                for system, cells in m[method][table].items():
+                assert set(m[method][table]) == {model, BASELINE, "scoreboard"}
+                board = m[method][table]["scoreboard"]  # the same pairs: n and gain agree with the cells
+                ours, base = m[method][table][model]["all"], m[method][table][BASELINE]["all"]
+                assert board["all"]["n"] == ours["n"] == sum(c["n"] for c in board["bands"].values())
+                assert board["all"]["gain"] == pytest.approx(ours["psnr"] - base["psnr"], abs=2e-4)
+                assert set(board["videos"]) == {r["video_id"] for r in test_rows if r["method"] == method} & set(
+                    board["videos"])
+                for system, cells in ((k, v) for k, v in m[method][table].items() if k != "scoreboard"):
                     assert "all" in cells and any(k.startswith("N") for k in cells)
                     assert cells["all"]["n"] == sum(c["n"] for k, c in cells.items() if k != "all")
                     c = cells["all"]
@@ -141,7 +147,15 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
 
 
 def test_baseline_row_equals_metrics_of_the_blurry_input(project, evaluated, small_run):
-    """The blurry row, recomputed here from load_sample with numpy PSNR and a float64 SSIM."""
+    """The blurry row, recomputed here from load_sample with numpy PSNR and a float64 SSIM, at the
+    evaluation's resolution (OpenCV's area resize, applied here independently)."""
+    import cv2
+
+    res = evaluated["cfmd"]["resolution"]
+    assert res == repo_params()["evaluate"]["resolution"] == evaluated["chrysos"]["resolution"]
+
+    def at_res(image):
+        return cv2.resize(image, (res, res), interpolation=cv2.INTER_AREA) if image.shape[0] != res else image
 
     records = pq.read_table(project / "results/eval_cfmd.parquet").to_pylist()
     rows = {r["sample_id"]: r for r in read_manifests(small_run, split="test").to_pylist()}
@@ -150,6 +164,7 @@ def test_baseline_row_equals_metrics_of_the_blurry_input(project, evaluated, sma
         psnrs, ssims, middle_psnrs = [], [], []
         for sid in ids:
             blurry, sharp = load_sample(rows[sid], small_run)
+            blurry, sharp = at_res(blurry), [at_res(f) for f in sharp]
             for k in range(len(sharp)):
                 mse = ((blurry.astype(np.float64) - sharp[k]) ** 2).mean()
                 psnrs.append(10 * np.log10(255 ** 2 / mse))

@@ -311,6 +311,10 @@ def test_the_default_gan_training_crop_is_the_image_size():
     from pipeline.models.chrysos.task import crop_size_warning
     from pipeline.stage import load_params
 
+    from pipeline.models.chrysos.gan import levels_for
+
     params = load_params("crop", "train_chrysos_gan", path=Path(__file__).resolve().parents[2] / "params.yaml")
-    assert params["train_chrysos_gan"]["crop_size"] == params["crop"]["size"]
-    assert crop_size_warning(params["train_chrysos_gan"]["crop_size"], params["crop"]["size"]) is None
+    section = params["train_chrysos_gan"]
+    images = section.get("resolution") or params["crop"]["size"]  # the size the images are trained at
+    assert section["crop_size"] == images
+    assert crop_size_warning(section["crop_size"], images, levels_for(images)) is None

@@ -68,7 +68,9 @@ def test_residual_chrysos_generator_starts_at_the_identity_and_learns():
     generator.eval()
     with torch.no_grad():
         torch.testing.assert_close(generator(blurry, coarse), blurry, rtol=0, atol=0)
-        torch.testing.assert_close(generator.forward_sharp(coarse), coarse, rtol=0, atol=0)
+        # G_s has no global skip (issue 22): it starts at zero and must learn to reconstruct, so its
+        # loss moves the decoder G_bl shares (with a skip, a zero decoder met it exactly)
+        assert generator.forward_sharp(coarse).abs().max() == 0
     generator.train()
     target = blurry.roll(1, dims=-1)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from pipeline.models.cfmd.losses import CFMDLossWeights, discriminator_loss, generator_loss
-from pipeline.dataset.manifest import _read_rgb, load_sharp
 from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.cfmd.discriminator import DiscriminatorOutput, UNetDiscriminator
 
 from pipeline.train import ddp
 from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
+from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
@@ -84,6 +84,7 @@ class CFMDTask:
             add_adam(self, name, module, cfg.lr, cfg.betas, cfg.lr_decay)
         self._g, self._d = runtime.compiled(self.generator), runtime.compiled(self.discriminator)
         self.step = 0  # steps taken (fit sets it on resume): the pixel warm-up's clock
+        self.lr_warmup = cfg.loop.lr_warmup
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         w = self.cfg.weights
@@ -113,6 +114,13 @@ class CFMDTask:
         set_requires_grad(self.discriminator, True)
         return {**g_parts, **d_parts}
 
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """The restored frames at each item's u (validation; the caller sets eval mode)."""
+        x, (h, w) = batch.blurry, batch.blurry.shape[-2:]
+        x = torch.nn.functional.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="replicate")
+        with self.runtime.autocast():
+            return self.generator(x, batch.u)[-1][..., :h, :w]
+
 
 def positions_at(row: dict, u_values) -> list[int]:
     """FMR positions whose u is nearest to each value."""
@@ -122,15 +130,15 @@ def positions_at(row: dict, u_values) -> list[int]:
 
 @torch.no_grad()
 def cfmd_sheet(generator: CFMDGenerator, rows: list[dict], root: str | Path, device: torch.device,
-               u_values) -> list[list[Cell]]:
-    """Per sample two sheet rows: blurry + restorations at each u; the ground truth below them."""
+               u_values, resolution: int | None = None) -> list[list[Cell]]:
+    """Per sample two sheet rows: blurry + restorations at each u; the ground truth below them
+    (at the training `resolution`)."""
     was_training = generator.training
     generator.eval()
     sheet = []
     for row in rows:
-        blurry = _read_rgb(Path(root) / row["blurry_path"])
         positions = positions_at(row, u_values)
-        sharp = load_sharp(row, positions, blurry.shape[0], root)
+        blurry, sharp = load_at(row, positions, root, resolution)
         u = torch.tensor(list(u_values), dtype=torch.float32, device=device)
         restored = generator(to_float(blurry, device).expand(len(u), -1, -1, -1).contiguous(), u)[-1]
         sheet.append([(blurry, f"blurry N={row['n_frames']}")]

@@ -36,14 +36,23 @@ Interpretation choices (the paper leaves these open):
 - Output is linear by default (images in whatever range the trainer uses); pass
   `output_tanh=True` for data scaled to [-1, 1].
 
-Input height and width must be multiples of 128 (seven stride-2 layers); at 128 the
-bottleneck is 1x1, at 256 it is 2x2.
+Depth (`levels`, issue 22): the paper's seven stride-2 levels suit 256 x 256 faces (a 2 x 2
+bottleneck). At a smaller training resolution the generator keeps the paper's design with fewer
+levels: the encoder's first `levels` layers (64, 128, 256, 512, ...), the decoder's last `levels`
+(..., 256, 128, 64, 3), so the bottleneck stays 2 x 2 (`levels_for(size)` = log2(size) - 1: 5 at
+64, 6 at 128, 7 at 256). The residual skips go from encoder layers 1, 3, 5 and decoder layers 1,
+3 where the layer two further exists; the two U-Net skips default to the two deepest encoder
+layers before the bottleneck's 2 x 2 (5 and 6 at seven levels, as before).
+
+Input height and width must be multiples of 2**levels (128 at seven levels); the bottleneck is
+1x1 at 2**levels, 2x2 at twice that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,7 +62,18 @@ DECODER_WIDTHS = (1024, 512, 512, 512, 256, 128, 64)
 RESIDUAL_FROM_ENCODER_LAYERS = (1, 3, 5)
 RESIDUAL_FROM_DECODER_LAYERS = (1, 3)
 DEFAULT_UNET_SKIP_LAYERS = (5, 6)
-SIZE_MULTIPLE = 2 ** len(ENCODER_WIDTHS)
+PAPER_LEVELS = len(ENCODER_WIDTHS)
+SIZE_MULTIPLE = 2 ** PAPER_LEVELS  # at the paper's seven levels
+
+
+def levels_for(size: int) -> int:
+    """Stride-2 levels that take a size x size image to a 2 x 2 bottleneck, as the paper's seven do
+    at 256 (at most seven, at least two)."""
+    return int(min(PAPER_LEVELS, max(2, round(float(np.log2(size))) - 1)))
+
+
+def default_unet_skips(levels: int) -> tuple[int, ...]:
+    return tuple(k for k in (levels - 2, levels - 1) if k >= 1)
 
 
 def scaled_width(channels: int, width_multiplier: float) -> int:
@@ -61,12 +81,13 @@ def scaled_width(channels: int, width_multiplier: float) -> int:
     return max(1, int(round(channels * width_multiplier)))
 
 
-def check_input_size(x: torch.Tensor) -> None:
+def check_input_size(x: torch.Tensor, levels: int = PAPER_LEVELS) -> None:
     height, width = x.shape[-2:]
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or height == 0 or width == 0:
+    multiple = 2 ** levels
+    if height % multiple or width % multiple or height == 0 or width == 0:
         raise ValueError(
             f"input size {height}x{width} is not supported: height and width must be "
-            f"positive multiples of {SIZE_MULTIPLE} (seven stride-2 layers; the paper uses 256)"
+            f"positive multiples of {multiple} ({levels} stride-2 layers; the paper uses seven at 256)"
         )
 
 
@@ -81,10 +102,10 @@ def conv_bn_relu(conv: nn.Module, out_channels: int, batch_norm: bool) -> nn.Seq
 class Encoder(nn.Module):
     """Table 3a encoder; returns the 1x1-conv bottleneck code and every layer's output."""
 
-    def __init__(self, in_channels: int, width_multiplier: float = 1.0) -> None:
+    def __init__(self, in_channels: int, width_multiplier: float = 1.0, levels: int = PAPER_LEVELS) -> None:
         super().__init__()
-        widths = [scaled_width(c, width_multiplier) for c in ENCODER_WIDTHS]
-        self.widths = widths
+        widths = [scaled_width(c, width_multiplier) for c in ENCODER_WIDTHS[:levels]]
+        self.widths, self.levels = widths, levels
         layers = []
         previous = in_channels
         for index, width in enumerate(widths):
@@ -98,12 +119,12 @@ class Encoder(nn.Module):
         self.shortcuts = nn.ModuleDict(
             {
                 str(k): nn.Sequential(nn.AvgPool2d(4), nn.Conv2d(widths[k - 1], widths[k + 1], 1))
-                for k in RESIDUAL_FROM_ENCODER_LAYERS
+                for k in RESIDUAL_FROM_ENCODER_LAYERS if k + 2 <= levels
             }
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        check_input_size(x)
+        check_input_size(x, self.levels)
         outputs: list[torch.Tensor] = []
         h = x
         for number, layer in enumerate(self.layers, start=1):
@@ -126,17 +147,20 @@ class Decoder(nn.Module):
         self,
         width_multiplier: float = 1.0,
         out_channels: int = 3,
-        unet_skip_layers: Sequence[int] = DEFAULT_UNET_SKIP_LAYERS,
+        unet_skip_layers: Sequence[int] | None = None,
         output_tanh: bool = False,
+        levels: int = PAPER_LEVELS,
     ) -> None:
         super().__init__()
-        encoder_widths = [scaled_width(c, width_multiplier) for c in ENCODER_WIDTHS]
-        widths = [scaled_width(c, width_multiplier) for c in DECODER_WIDTHS] + [out_channels]
+        encoder_widths = [scaled_width(c, width_multiplier) for c in ENCODER_WIDTHS[:levels]]
+        # the 1x1 layer, then the last `levels - 1` stride-2 layers of the paper's decoder, then RGB
+        decoder_widths = DECODER_WIDTHS[:1] + DECODER_WIDTHS[len(DECODER_WIDTHS) - levels + 1:]
+        widths = [scaled_width(c, width_multiplier) for c in decoder_widths] + [out_channels]
         n_layers = len(widths)
         self.skip_source_for_layer: dict[int, int] = {}
-        for k in unet_skip_layers:
-            if not 1 <= k <= len(ENCODER_WIDTHS):
-                raise ValueError(f"U-Net skip source must be an encoder layer 1..7, got {k}")
+        for k in default_unet_skips(levels) if unet_skip_layers is None else unet_skip_layers:
+            if not 1 <= k <= levels:
+                raise ValueError(f"U-Net skip source must be an encoder layer 1..{levels}, got {k}")
             self.skip_source_for_layer[n_layers + 1 - k] = k
 
         layers = []
@@ -163,7 +187,7 @@ class Decoder(nn.Module):
                     nn.Upsample(scale_factor=4, mode="nearest"),
                     nn.Conv2d(widths[j - 1], widths[j + 1], 1),
                 )
-                for j in RESIDUAL_FROM_DECODER_LAYERS
+                for j in RESIDUAL_FROM_DECODER_LAYERS if j + 2 < n_layers
             }
         )
 
@@ -212,9 +236,13 @@ def zero_decoder_output(decoder: "Decoder") -> None:
 class ChrysosGenerator(nn.Module):
     """Two-pathway generator: `blurry_pathway` (G_bl) and `sharp_pathway` (G_s), one decoder.
 
-    With `residual` (our default; Table 3 has no global skip) the shared decoder predicts a
-    correction: G_bl = blurry + decoder(...), G_s = sharp + decoder(...), the decoder's last conv
-    zero at the start, so the untrained generator is the identity on its image input (issue 11).
+    With `residual` (our default; Table 3 has no global skip) G_bl predicts a correction:
+    G_bl = base + decoder(...), the decoder's last conv zero at the start, so the untrained
+    generator returns its base: the blurry input (`residual_base: blurry`, issue 11), or the
+    hourglass's restoration (`hourglass`, issue 22: step 2 then starts where step 1 ended). G_s keeps the paper's form, a plain
+    auto-encoder G_s = decoder(encoder(sharp)) (issue 22): with a global skip on G_s too, its
+    reconstruction term (weight 100) was met exactly by a zero decoder, and the decoder G_bl
+    shares stayed pinned at zero, so the model never left the identity.
 
     `blurry_pathway.decoder is sharp_pathway.decoder`; `parameters()` lists the shared
     decoder once. The state dict stores it under both pathway prefixes, which load
@@ -224,17 +252,26 @@ class ChrysosGenerator(nn.Module):
     def __init__(
         self,
         width_multiplier: float = 1.0,
-        unet_skip_layers: Sequence[int] = DEFAULT_UNET_SKIP_LAYERS,
+        unet_skip_layers: Sequence[int] | None = None,
         output_tanh: bool = False,
         residual: bool = True,
+        levels: int = PAPER_LEVELS,
+        sharp_skip: bool = False,
+        residual_base: str = "blurry",
     ) -> None:
         super().__init__()
         if residual and output_tanh:
             raise ValueError("residual and output_tanh exclude each other (the residual is added after the decoder)")
-        self.residual = residual
-        shared_decoder = Decoder(width_multiplier, 3, unet_skip_layers, output_tanh)
-        self.blurry_pathway = Pathway(Encoder(6, width_multiplier), shared_decoder)
-        self.sharp_pathway = Pathway(Encoder(3, width_multiplier), shared_decoder)
+        if not 2 <= levels <= PAPER_LEVELS:
+            raise ValueError(f"levels = {levels}: must be in [2, {PAPER_LEVELS}] (the paper's seven at 256)")
+        if residual_base not in ("blurry", "hourglass"):
+            raise ValueError(f"residual_base = {residual_base!r}: must be blurry or hourglass")
+        self.residual, self.levels, self.sharp_skip = residual, levels, residual and sharp_skip
+        self.residual_base = residual_base
+        self.size_multiple = 2 ** levels
+        shared_decoder = Decoder(width_multiplier, 3, unet_skip_layers, output_tanh, levels)
+        self.blurry_pathway = Pathway(Encoder(6, width_multiplier, levels), shared_decoder)
+        self.sharp_pathway = Pathway(Encoder(3, width_multiplier, levels), shared_decoder)
         if residual:
             zero_decoder_output(shared_decoder)
 
@@ -250,13 +287,15 @@ class ChrysosGenerator(nn.Module):
                 f"{tuple(hourglass_out.shape)} must have the same shape"
             )
         out = self.blurry_pathway(torch.cat([blurry, hourglass_out], dim=1))
-        return blurry + out if self.residual else out
+        if not self.residual:
+            return out
+        return (hourglass_out if self.residual_base == "hourglass" else blurry) + out
 
     def forward_sharp(self, sharp: torch.Tensor) -> torch.Tensor:
-        """G_s: auto-encode the sharp image (training-time regulariser only). With `residual`
-        the shared decoder predicts a correction in both pathways, so G_s adds it to its input."""
+        """G_s: auto-encode the sharp image (training-time regulariser only); with `sharp_skip`
+        (and `residual`) as a correction added to its input, as before issue 22 (see the class doc)."""
         out = self.sharp_pathway(sharp)
-        return sharp + out if self.residual else out
+        return sharp + out if self.sharp_skip else out
 
     def forward(self, blurry: torch.Tensor, hourglass_out: torch.Tensor) -> torch.Tensor:
         """Test-time path: G_bl only."""

@@ -11,19 +11,20 @@ rate) for the hourglass.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.models.chrysos.losses import ChrysosLossWeights, discriminator_loss, generator_loss, hourglass_loss
-from pipeline.dataset.manifest import _read_rgb, load_sharp
-from pipeline.models.chrysos.gan import SIZE_MULTIPLE, ChrysosGenerator, PatchDiscriminator
+from pipeline.models.chrysos.gan import PAPER_LEVELS, ChrysosGenerator, PatchDiscriminator, levels_for
 from pipeline.models.chrysos.hourglass import StackedHourglass
 
 from pipeline.train import ddp
 from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
 from pipeline.dataset.manifest import middle_position
+from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
@@ -61,6 +62,7 @@ class HourglassTask:
     def __init__(self, cfg: HourglassConfig, runtime: Runtime, env: ddp.DistEnv):
         self.cfg, self.runtime, self.env = cfg, runtime, env
         self.hourglass = runtime.module(StackedHourglass(**cfg.hourglass))
+        self.lr_warmup = cfg.loop.lr_warmup
         self.modules, self.optimizers, self.schedulers = {"hourglass": self.hourglass}, {}, {}
         add_adam(self, "hourglass", self.hourglass, cfg.lr, cfg.betas, cfg.lr_decay)
         self._hg = runtime.compiled(self.hourglass)
@@ -72,6 +74,11 @@ class HourglassTask:
         loss = hourglass_loss(outputs, batch.sharp)
         update(self, "hourglass", loss)
         return {"loss": loss.detach(), "l1": (outputs[-1] - batch.sharp).abs().mean().detach()}
+
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """The last stack's restoration (validation; the caller sets eval mode)."""
+        with self.runtime.autocast():
+            return self.hourglass(batch.blurry)[-1]
 
 
 def load_hourglass(path: str | Path, device: torch.device) -> tuple[StackedHourglass, dict]:
@@ -106,29 +113,45 @@ class ChrysosGANConfig:
         check_types(cls, own, name)
         if own.get("pixel_warmup", 0) < 0:
             raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
-        if "crop_size" in section and loop.crop_size % 128:
-            raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of 128 (the generator's seven "
-                             "stride-2 levels)")
-        return cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
+        generator = dict(own.pop("generator", {}))
+        levels = generator.get("levels")
+        if levels is not None and not (isinstance(levels, int) and 2 <= levels <= PAPER_LEVELS):
+            raise ValueError(f"{name}.generator.levels = {levels}: must be an integer in [2, {PAPER_LEVELS}] (the "
+                             "paper's seven at 256), or null: follow the training resolution")
+        multiple = 2 ** (levels or (levels_for(loop.resolution) if loop.resolution else PAPER_LEVELS))
+        if "crop_size" in section and loop.crop_size % multiple:
+            raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of {multiple} (the generator's "
+                             f"{int(np.log2(multiple))} stride-2 levels)")
+        return cls(loop, runtime, generator, dict(own.pop("discriminator", {})), weights, **own)
+
+    def at_resolution(self, size: int) -> "ChrysosGANConfig":
+        """This config with `generator.levels` set: as given, or (null) the levels that take a
+        size x size image to a 2 x 2 bottleneck (seven at 256, the paper's; five at 64)."""
+        if self.generator.get("levels") is not None:
+            return self
+        return replace(self, generator={**self.generator, "levels": levels_for(size)})
 
     def build_generator(self) -> ChrysosGenerator:
         return ChrysosGenerator(**self.generator)
 
 
-def crop_size_warning(crop_size: int, image_size: int, name: str = "train_chrysos_gan") -> str | None:
+def crop_size_warning(crop_size: int, image_size: int, levels: int = PAPER_LEVELS,
+                      name: str = "train_chrysos_gan") -> str | None:
     """Why a training crop smaller than the images it will restore hurts this generator, or None
     (no warning once the deepest maps are 2x2 or larger, or when the images allow no larger crop).
 
-    Seven stride-2 layers take a 128 crop down to 1x1 maps (256: 2x2); the batch-norm statistics
-    of those layers, gathered over a batch of single values in training, do not hold for the larger
-    maps of a whole image at test time. Measured (issue 11): after 2.5 + 2.5 minutes of training at
-    128 on 256 images, G_bl scored -10.2 dB below the blurry input in eval mode."""
-    fits = image_size - image_size % SIZE_MULTIPLE  # the largest crop the images allow
-    if crop_size >= 2 * SIZE_MULTIPLE or crop_size >= fits:  # deepest maps >= 2x2, or no larger crop fits
+    `levels` stride-2 layers take a 2**levels crop down to 1x1 maps (256 at seven levels: 2x2);
+    the batch-norm statistics of those layers, gathered over a batch of single values in
+    training, do not hold for the larger maps of a whole image at test time. Measured (issue 11):
+    after 2.5 + 2.5 minutes of training at 128 on 256 images, G_bl scored -10.2 dB below the
+    blurry input in eval mode."""
+    multiple = 2 ** levels
+    fits = image_size - image_size % multiple  # the largest crop the images allow
+    if crop_size >= 2 * multiple or crop_size >= fits:  # deepest maps >= 2x2, or no larger crop fits
         return None
     return (f"{name}.crop_size = {crop_size} is below the {image_size}px training images: the generator's deepest "
-            f"layers see {crop_size // SIZE_MULTIPLE}x{crop_size // SIZE_MULTIPLE} maps in training and "
-            f"{-(-image_size // SIZE_MULTIPLE)}x{-(-image_size // SIZE_MULTIPLE)} on whole images, and their batch-norm "
+            f"layers see {crop_size // multiple}x{crop_size // multiple} maps in training and "
+            f"{-(-image_size // multiple)}x{-(-image_size // multiple)} on whole images, and their batch-norm "
             f"statistics do not carry over (G_bl fell 10 dB below its blurry input that way); set crop_size to {fits}")
 
 
@@ -148,6 +171,7 @@ class ChrysosGANTask:
             add_adam(self, name, module, cfg.lr, cfg.betas, cfg.lr_decay)
         self._hg, self._g, self._d = (runtime.compiled(m) for m in (self.hourglass, self.generator, self.discriminator))
         self.step = 0  # steps taken (fit sets it on resume): the pixel warm-up's clock
+        self.lr_warmup = cfg.loop.lr_warmup
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         images = self.runtime.images
@@ -183,11 +207,17 @@ class ChrysosGANTask:
         set_requires_grad(self.discriminator, True)
         return {**{f"g_{k}": v for k, v in g_parts.items()}, **{f"d_{k}": v for k, v in d_parts.items()}}
 
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """G_bl's restoration (validation; the caller sets eval mode)."""
+        with self.runtime.autocast():
+            return self.generator(batch.blurry, self.hourglass(batch.blurry)[-1])
+
 
 @torch.no_grad()
 def chrysos_sheet(hourglass: StackedHourglass, generator: ChrysosGenerator | None, rows: list[dict],
-                  root: str | Path, device: torch.device) -> list[list[Cell]]:
-    """One sheet row per sample: blurry | hourglass output | G_bl output (step 2) | sharp middle."""
+                  root: str | Path, device: torch.device, resolution: int | None = None) -> list[list[Cell]]:
+    """One sheet row per sample: blurry | hourglass output | G_bl output (step 2) | sharp middle
+    (at the training `resolution`)."""
     was_training = generator.training if generator is not None else False
     hg_training = hourglass.training
     hourglass.eval()
@@ -195,8 +225,8 @@ def chrysos_sheet(hourglass: StackedHourglass, generator: ChrysosGenerator | Non
         generator.eval()
     sheet = []
     for row in rows:
-        blurry = _read_rgb(Path(root) / row["blurry_path"])
-        sharp = load_sharp(row, [middle_position(row)], blurry.shape[0], root)[0]
+        blurry, sharp = load_at(row, [middle_position(row)], root, resolution)
+        sharp = sharp[0]
         b = to_float(blurry, device)
         coarse = hourglass(b)[-1]
         cells = [(blurry, f"blurry N={row['n_frames']}"), (to_uint8(coarse[0]), "hourglass")]

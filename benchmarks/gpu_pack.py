@@ -1,6 +1,6 @@
 """Make the bundle benchmarks/gpu_check.sh needs on a GPU machine without network or dvc:
 
-    python benchmarks/gpu_pack.py                  # -> benchmarks/gpu/ (git-ignored, ~30-45 MiB)
+    python benchmarks/gpu_pack.py                  # -> benchmarks/gpu/ (git-ignored, ~38 MiB)
     python benchmarks/gpu_pack.py --budget-mib 20  # a smaller dataset subset
 
 Writes benchmarks/gpu/dataset.tar: a subset of the built dataset (data/dataset) with whole
@@ -9,8 +9,10 @@ their manifests filtered to them; and benchmarks/gpu/wheels/: the pure-Python or
 of what the GPU machine lacks (kornia + kornia_rs for augmentation and SSIM, PyYAML for
 params, tqdm, pytest and its dependencies, cloudpickle, python-dateutil, six), fetched with
 `pip download --no-deps` for CPython 3.12 on manylinux x86_64. Training there runs without
-dvclive (benchmarks/learning.py uses the tasks directly). The whole working tree plus this
-bundle must stay under the 64 MiB the device copy allows: carry `benchmarks/gpu`.
+dvclive (benchmarks/learning.py uses the tasks directly). The landmarks stage's report goes in too
+(dataset/landmarks_report.json: which test videos are repeat-free). The whole working tree plus this
+bundle must stay under the 64 MiB the device copy allows (carry `benchmarks/gpu`): the script prints
+that total and fails above LIMIT_MIB.
 """
 from __future__ import annotations
 
@@ -23,6 +25,16 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+LIMIT_MIB = 62.0  # the device copy takes 64 MiB: working tree + bundle, with a margin
+
+
+def tree_bytes() -> int:
+    """What the device copy sends of the working tree: tracked and untracked-not-ignored files."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True,
+                           check=True).stdout.split(b"\0")
+    return sum(Path(n.decode()).stat().st_size for n in names if n and Path(n.decode()).is_file())
+
 
 WHEELS = ["kornia", "kornia_rs", "pyyaml", "tqdm", "pytest", "pluggy", "iniconfig", "packaging", "cloudpickle",
           "python-dateutil", "six"]
@@ -51,7 +63,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="data/dataset")
     p.add_argument("--out", default="benchmarks/gpu")
-    p.add_argument("--budget-mib", type=float, default=36.0, help="dataset subset size")
+    p.add_argument("--budget-mib", type=float, default=28.0, help="dataset subset size")
+    p.add_argument("--landmarks-report", default="data/landmarks/report.json")
     p.add_argument("--test-share", type=float, default=0.3)
     p.add_argument("--no-wheels", action="store_true")
     args = p.parse_args(argv)
@@ -77,6 +90,8 @@ def main(argv=None) -> None:
                 tar.add(root / name, arcname=f"dataset/{name}")
             print(f"{manifest.name}: {kept.num_rows} of {table.num_rows} samples, {len(videos)} videos, "
                   f"{used / 2**20:.1f} MiB")
+        if Path(args.landmarks_report).is_file():
+            tar.add(args.landmarks_report, arcname="dataset/landmarks_report.json")
     print(f"wrote {out / 'dataset.tar'} ({(out / 'dataset.tar').stat().st_size / 2**20:.1f} MiB)")
     if not args.no_wheels:
         subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps",
@@ -85,6 +100,12 @@ def main(argv=None) -> None:
                        check=True)
         total = sum(f.stat().st_size for f in (out / "wheels").glob("*.whl"))
         print(f"wheels in {out / 'wheels'}: {total / 2**20:.1f} MiB")
+    bundle = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    tree = tree_bytes()
+    print(f"the device copy: working tree {tree / 2**20:.1f} MiB + bundle {bundle / 2**20:.1f} MiB = "
+          f"{(tree + bundle) / 2**20:.1f} MiB (limit {LIMIT_MIB:g})")
+    if tree + bundle > LIMIT_MIB * 2**20:
+        raise SystemExit(f"the device copy would be {(tree + bundle) / 2**20:.1f} MiB, over {LIMIT_MIB:g}: lower --budget-mib")
 
 
 if __name__ == "__main__":

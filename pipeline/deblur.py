@@ -7,7 +7,8 @@ For each photo (a file, or every image directly inside a folder): dlib finds the
 (HOG detector on a copy downscaled to --max-side, then dlib's CNN detector if HOG finds none) and
 its 68 landmarks; the face is cropped exactly as the dataset crops it (params.yaml `crop`: landmark
 box widened by `widen` on every side, made square, resized to `size`, `edge` policy at the
-borders); the model restores it:
+borders), then brought to the size the model was trained at (its weights record it: 64 for the
+CPU configuration, area-downscaled as training did); the model restores it:
 
 - CFMD-GAN (`--model cfmd`): N sharp moments, u = 0 .. 1 (params.yaml `manifest.fmr.u_formula`,
   by default u = i / (N - 1)): `frame_00.png` .. `frame_<N-1>.png` and `sequence.gif` (or .mp4);
@@ -36,6 +37,7 @@ import numpy as np
 import yaml
 
 from pipeline.dataset.crop import CropParams, crop_resize, face_box
+from pipeline.dataset.manifest import downscale
 from pipeline.dataset.fmr import U_FORMULAS, FMRParams, control_factors
 
 log = logging.getLogger("deblur")
@@ -173,6 +175,9 @@ def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSetti
     photo = read_image(path)
     points, used = find_face(photo, detector, upsample, max_side, name=str(path))
     crop, box, edge = face_crop(photo, points, settings.crop)
+    if model.resolution:  # the face at the size the model was trained at (issue 22), as training saw it
+        crop = downscale(crop, model.resolution) if model.resolution < crop.shape[0] else \
+            cv2.resize(crop, (model.resolution, model.resolution), interpolation=cv2.INTER_CUBIC)
     if model.multi_output:
         if frames < 1:
             raise ValueError("--frames must be >= 1")
@@ -189,6 +194,7 @@ def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSetti
             "face_box": [int(v) for v in box], "edge": edge, "detector": used, "output": output,
             "crop": {"widen": settings.crop.widen, "size": settings.crop.size, "edge_policy": settings.crop.edge,
                      "square": settings.crop.square, "resize": settings.crop.resize},
+            "restored_at": int(crop.shape[0]),  # the model's training resolution (the crop area-downscaled to it)
             "u_formula": U_FORMULAS[settings.u_formula] if model.multi_output else None}
     return Restored(path, restored, u, blurry, [int(v) for v in box], edge, used, info)
 

@@ -158,3 +158,16 @@ def test_command_line_entry_point(weights, tmp_path):
                            "--weights", str(weights["cfmd"]), "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "nothing.png: no such file or folder" in done.stderr
+
+
+def test_a_model_trained_at_64_restores_the_face_at_64(tmp_path, grid_photo):
+    """The weights record the training resolution (issue 22): the face crop is area-downscaled to it."""
+    torch.manual_seed(0)
+    hg, gen = {"n_stacks": 1, "depth": 2, "width": 8}, {"width_multiplier": 1 / 16, "levels": 5}
+    weights = save_weights(tmp_path / "chrysos_64.pt", "chrysos_gan", {"generator": gen, "hourglass": hg, "resolution": 64},
+                           {"generator": ChrysosGenerator(**gen), "hourglass": StackedHourglass(**hg)}, note=NOTE)
+    assert main([str(grid_photo), "--model", "chrysos", "--weights", str(weights), "--out", str(tmp_path / "out"),
+                 "--output", "crop"]) == 0
+    folder = tmp_path / "out" / grid_photo.stem
+    assert cv2.imread(str(folder / "frame_00.png")).shape == (64, 64, 3)
+    assert json.loads((folder / "info.json").read_text())["restored_at"] == 64

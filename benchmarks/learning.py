@@ -59,6 +59,7 @@ PAPER = {
                          "resolution": None},
     "train_chrysos_gan": {"generator": {"width_multiplier": 1.0, "levels": None}, "discriminator": {"width_multiplier": 1.0},
                           "crop_size": 256, "batch_size": 8, "resolution": None},
+    "evaluate": {"resolution": None},
 }
 TARGET = {"cfmd": "centre_fmr", "chrysos": "middle", "unet": "middle"}
 SECTION = {"cfmd": "train_cfmd", "chrysos": "train_chrysos_gan", "unet": "train_chrysos_hg"}

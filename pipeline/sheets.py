@@ -38,11 +38,21 @@ def captioned(image: np.ndarray, caption: str) -> np.ndarray:
     return out
 
 
+SMALL_CELL, LEGIBLE_SIZE = 128, 192  # cells below SMALL_CELL px (64 x 64 training) are enlarged to about LEGIBLE_SIZE
+
+
 def render_sheet(rows: list[list[Cell]], gap: int = 2, tile: int | None = None, title: str | None = None) -> np.ndarray:
     """Rows of cells -> one RGB image. Cells are resized to `tile` px squares when given (else they
-    must share one size); empty cells stay grey; `title` adds a black band on top."""
+    must share one size; cells smaller than SMALL_CELL are enlarged by a whole factor, pixel for pixel,
+    so a caption does not cover them); empty cells stay grey; `title` adds a black band on top."""
+    first = next(c[0] for row in rows for c in row if c is not None)
     if tile is not None:
-        rows = [[None if c is None else (cv2.resize(c[0], (tile, tile), interpolation=cv2.INTER_AREA), c[1])
+        rows = [[None if c is None else (cv2.resize(c[0], (tile, tile), interpolation=cv2.INTER_AREA
+                                                    if tile < c[0].shape[0] else cv2.INTER_NEAREST), c[1])
+                 for c in row] for row in rows]
+    elif max(first.shape[:2]) < SMALL_CELL:
+        factor = max(2, LEGIBLE_SIZE // max(first.shape[:2]))
+        rows = [[None if c is None else (np.repeat(np.repeat(c[0], factor, axis=0), factor, axis=1), c[1])
                  for c in row] for row in rows]
     first = next(c[0] for row in rows for c in row if c is not None)
     h, w = first.shape[:2]

@@ -4,6 +4,7 @@ PSNR / SSIM gain over the blurry input (issue 22).
     python benchmarks/learning.py                                   # presets/cpu-proof.yaml; 10 30 60 min
     python benchmarks/learning.py --budgets 2 5 --models unet       # a quick look
     python benchmarks/learning.py --preset none --paper-size --budgets 2.5   # the GPU check's paper size
+    python benchmarks/learning.py --replot reports/learning         # redraw learning.png from learning.json
 
 Each model trains once, for the largest budget, with the params.yaml section of its stage (the
 preset applied), the stage's task, augmentation and sampler, on the training items decoded once
@@ -253,7 +254,7 @@ def report(r: dict) -> None:
            [(f"  {v}", c["all"], c["blurriest_third"]) for v, c in t["videos"].items()] + \
            [("training windows", r["train"], None)]
     for name, c, third in rows:
-        print(f"  {name:36s} {c['n']:4d} {c['gain']:+7.3f} {third['gain'] if third else float('nan'):+7.3f} "
+        print(f"  {name:36s} {c['n']:4d} {c['gain']:+7.3f} {format(third['gain'], '+7.3f') if third else '      -'} "
               f"{c['psnr']:7.2f} {c['blurry_psnr']:7.2f} {c['ssim']:6.4f} {c['blurry_ssim']:6.4f} "
               f"{100 * c['worse_share']:5.1f}%", flush=True)
 
@@ -286,6 +287,11 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
 
         cv2.rectangle(image, (ox + pad, pad), (ox + width - pad, height - pad), (0, 0, 0), 1)
         cv2.line(image, px(0, 0), px(x_max, 0), (160, 160, 160), 1)
+        cv2.putText(image, "0", (ox + pad - 14, px(0, 0)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+        for m in sorted({r["minutes"] for r in results}):  # a tick and its label at each budget
+            x = px(m, low)[0]
+            cv2.line(image, (x, height - pad), (x, height - pad + 5), (0, 0, 0), 1)
+            cv2.putText(image, f"{m:g}", (x - 8, height - pad + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
         cv2.putText(image, f"{video}: PSNR gain (dB)", (ox + 8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
         cv2.putText(image, "CPU minutes (solid: all windows, dashed: blurriest third)", (ox + 8, height - 14),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1)
@@ -318,6 +324,12 @@ def repeat_free_test_videos(rows: list[dict], landmarks_report: Path) -> list[st
 
 
 def main(argv=None) -> None:
+    if argv is None and sys.argv[1:2] == ["--replot"]:  # redraw learning.png from a run's learning.json
+        out = Path(sys.argv[2] if len(sys.argv) > 2 else "reports/learning")
+        results = json.loads((out / "learning.json").read_text())
+        videos = sorted({v for r in results for v in r["test"]["videos"] if v.startswith("talking-")})
+        plot(results, videos or sorted(results[0]["test"]["videos"]), out / "learning.png")
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 60], help="CPU minutes at which to score")
     p.add_argument("--models", nargs="+", default=["cfmd", "chrysos", "unet"], choices=["cfmd", "chrysos", "unet"])

@@ -80,27 +80,45 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
 
 
-class Interpolator:
-    """Synthesises the kept intermediate frames between two same-sized images (uint8, HxW or HxWx3)."""
+FLOWS = ("dis_medium", "dis_fast", "dis_ultrafast", "farneback", "zero")  # dis_medium: the pipeline's
 
-    def __init__(self, p: InterpParams):
+
+class Interpolator:
+    """Synthesises the kept intermediate frames between two same-sized images (uint8, HxW or HxWx3).
+
+    `flow` and `occlusion` exist for benchmarks/interpolation.py's candidates; the pipeline uses the
+    defaults (DIS medium, the occlusion-weighted blend). `zero` flow makes every synthesised frame a
+    cross-fade of its two real frames: the weighting of interpolation without any motion."""
+
+    def __init__(self, p: InterpParams, flow: str = "dis_medium", occlusion: bool = True):
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
         self.p = p
         self.times = p.sub_times()  # between frames one interval apart
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.flow, self.occlusion = flow, occlusion
+        self._dis = (cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{flow[4:].upper()}"))
+                     if flow.startswith("dis_") else None)
         self._grid: np.ndarray | None = None
 
     def flows(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F01, F10): a(x) ~ b(x + F01(x)) and b(x) ~ a(x + F10(x)), float32 HxWx2."""
         ga, gb = _grey(a), _grey(b)
-        return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
+        if self._dis is not None:
+            return self._dis.calc(ga, gb, None), self._dis.calc(gb, ga, None)
+        if self.flow == "zero":
+            z = np.zeros(ga.shape + (2,), np.float32)
+            return z, z.copy()
+        fb = lambda x, y: cv2.calcOpticalFlowFarneback(x, y, None, 0.5, 4, 15, 3, 5, 1.2, 0)
+        return fb(ga, gb), fb(gb, ga)
 
     def _warp(self, img: np.ndarray, flow: np.ndarray) -> np.ndarray:
         m = self._grid + flow
         return cv2.remap(img, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-    def between(self, a: np.ndarray, b: np.ndarray, gap: int = 1) -> list[np.ndarray]:
+    def between(self, a: np.ndarray, b: np.ndarray, gap: int = 1, flows=None) -> list[np.ndarray]:
         """The synthesised frames between a (t = 0) and b (t = 1), `gap` frame intervals apart
-        (`InterpParams.sub_times`), uint8."""
+        (`InterpParams.sub_times`), uint8; `flows`: (F01, F10) computed elsewhere (for example at
+        the source's scale), else `self.flows(a, b)`."""
         times = self.times if gap == 1 else self.p.sub_times(gap)
         if not times:
             return []
@@ -108,13 +126,15 @@ class Interpolator:
         if self._grid is None or self._grid.shape[:2] != (h, w):
             xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
             self._grid = np.dstack([xs, ys])
-        f01, f10 = self.flows(a, b)
+        f01, f10 = self.flows(a, b) if flows is None else flows
         # visibility: forward-backward consistency of each flow at its source pixel
         e0 = np.linalg.norm(f01 + self._warp(f10, f01), axis=-1)
         e1 = np.linalg.norm(f10 + self._warp(f01, f10), axis=-1)
         scale = 0.01 * (np.linalg.norm(f01, axis=-1).mean() + np.linalg.norm(f10, axis=-1).mean()) + 0.5
         v0 = 1.0 / (1.0 + (e0 / scale) ** 2)
         v1 = 1.0 / (1.0 + (e1 / scale) ** 2)
+        if not self.occlusion:  # the plain (1 - t, t) blend of both warped frames
+            v0, v1 = np.ones_like(v0), np.ones_like(v1)
         fa, fb = a.astype(np.float32), b.astype(np.float32)
         out = []
         for t in times:

@@ -54,6 +54,32 @@ def test_synthesised_frame_follows_the_motion():
     assert bench.psnr(mid[0], frame(4)) > bench.psnr(blend, frame(4)) + 6
 
 
+def test_the_benchmarks_candidate_interpolators():
+    """The candidates benchmarks/interpolation.py measures: every flow follows the motion of the test
+    above, zero flow is the plain cross-fade of the two frames, flows handed in are used as given,
+    and an unknown flow is refused."""
+    bg, fg = _texture(128, 128, 0), _texture(48, 48, 1)
+
+    def frame(dx):
+        f = bg.copy()
+        f[40:88, 30 + dx:78 + dx] = fg
+        return f
+
+    a, b = frame(0), frame(8)
+    blend = average([a, b])
+    for flow in ("dis_medium", "dis_fast", "farneback"):
+        mid = Interpolator(InterpParams(2), flow).between(a, b)[0]
+        assert bench.psnr(mid, frame(4)) > bench.psnr(blend, frame(4)) + 3, flow
+    fade = Interpolator(InterpParams(2), "zero").between(a, b)[0]
+    assert np.abs(fade.astype(int) - (a.astype(float) / 2 + b.astype(float) / 2)).max() <= 1
+    default = Interpolator(InterpParams(2))
+    assert np.array_equal(default.between(a, b, flows=default.flows(a, b))[0], default.between(a, b)[0])
+    still = Interpolator(InterpParams(2), occlusion=False).between(a, b, flows=Interpolator(InterpParams(2), "zero").flows(a, b))
+    assert np.abs(still[0].astype(int) - fade.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="flow must be one of"):
+        Interpolator(InterpParams(2), "raft")
+
+
 def test_blur_frames_averages_real_and_kept_synthesised_frames():
     frames = [np.roll(_texture(64, 64), 3 * i, axis=1) for i in range(3)]
     p = InterpParams(4, 0.5)

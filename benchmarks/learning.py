@@ -364,8 +364,10 @@ def main(argv=None) -> None:
     loop_methods = params["train_chrysos_hg"].get("methods", ["fixed"])
     train_rows = spread_over_n(training_rows(root, [loop_methods] if isinstance(loop_methods, str) else loop_methods),
                                args.train_samples)
-    videos = repeat_free_test_videos(test_rows, Path(args.landmarks_report)) or sorted({r["video_id"] for r in test_rows})
-    print(f"device {runtime.device}; budgets {args.budgets} min; {len(test_rows)} test windows (repeat-free: "
+    videos = repeat_free_test_videos(test_rows, Path(args.landmarks_report))
+    label = "repeat-free" if videos else "no repeat-free test video; plotted"
+    videos = videos or sorted({r["video_id"] for r in test_rows})
+    print(f"device {runtime.device}; budgets {args.budgets} min; {len(test_rows)} test windows ({label}: "
           f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
     results = []
     for model in args.models:

@@ -30,7 +30,7 @@ import numpy as np
 from dataclasses import replace
 
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
-from pipeline.dataset.holds import UNITS, picture_view
+from pipeline.dataset.holds import picture_view, units_param
 from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.render import Renderer, Window, window_box
@@ -70,11 +70,8 @@ class FixedParams:
         rounding = str(blur.get("rounding", cls.rounding))
         if rounding not in ("truncate", "round"):
             raise ValueError(f"blur.rounding must be truncate or round, got {rounding!r}")
-        units = str(blur.get("units", cls.units))
-        if units not in UNITS:
-            raise ValueError(f"blur.units must be one of {UNITS}, got {units!r}")
         return cls(windows, stride, float(fixed.get("min_sharpness", cls.min_sharpness)), float(blur.get("gamma", 1.0)),
-                   space, pct, rounding, units)
+                   space, pct, rounding, units_param(blur, cls.units))
 
 
 @dataclass

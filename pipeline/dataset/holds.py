@@ -143,6 +143,14 @@ def _pattern(holds: np.ndarray, max_period: int = 6, agreement: float = 0.8) -> 
 UNITS = ("frames", "pictures")  # blur.units
 
 
+def units_param(blur: dict, default: str) -> str:
+    """blur.units (or `default`), checked: the fixed and VLA builders read it alike."""
+    units = str(blur.get("units", default))
+    if units not in UNITS:
+        raise ValueError(f"blur.units must be one of {UNITS}, got {units!r}")
+    return units
+
+
 def picture_view(lm: dict) -> tuple[dict, np.ndarray]:
     """One face track's landmarks (read_tracks) seen one frame per picture (`blur.units: pictures`):
     every per-frame array taken at the first frame of each hold, and those frames' indices.

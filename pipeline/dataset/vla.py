@@ -56,7 +56,7 @@ import numpy as np
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.manifest import STOP_REASONS
 from pipeline.dataset.fixed import SHARPNESS_SPACES, as_tracks, sharpness_summary, track_tag, usable, write_gate_record
-from pipeline.dataset.holds import UNITS, picture_view
+from pipeline.dataset.holds import picture_view, units_param
 from pipeline.dataset.interpolate import InterpParams
 from pipeline.dataset.landmarks import box_iou, points_box
 from pipeline.dataset.pngio import PngEncoder
@@ -118,9 +118,7 @@ class VLAParams:
             flat[cond] = bool(sub.get("enabled", True))
             flat.update({f"{cond}_{k}": sub[k] for k in sub if k != "enabled"})
         p = cls(**flat, gamma=float(blur.get("gamma", 1.0)), rounding=str(blur.get("rounding", cls.rounding)),
-                units=str(blur.get("units", cls.units)))
-        if p.units not in UNITS:
-            raise ValueError(f"blur.units must be one of {UNITS}, got {p.units!r}")
+                units=units_param(blur, cls.units))
         if p.sharpness_space not in SHARPNESS_SPACES:
             raise ValueError(f"blur.vla.sharpness_space must be one of {SHARPNESS_SPACES}, got {p.sharpness_space!r}")
         if p.rounding not in ("truncate", "round"):

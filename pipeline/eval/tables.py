@@ -89,14 +89,19 @@ def scoreboard(records: list[dict], model_name: str) -> dict:
     targets): all pairs, each blur band of the blurry input's PSNR (< 30, 30-35, 35-40, >= 40 dB),
     the blurriest third (the third of pairs with the lowest blurry PSNR), and each test video."""
     pairs = _pairs(records, model_name)
-    ranked = sorted(pairs, key=lambda p: (p[1]["psnr"], p[0]["sample_id"], p[0]["target_position"]))
     bands = {name: _gain_cell([p for p in pairs if (lo is None or p[1]["psnr"] >= lo) and (hi is None or p[1]["psnr"] < hi)])
              for name, lo, hi in BANDS}
     videos = sorted({p[0]["video_id"] for p in pairs})
-    return {"all": _gain_cell(pairs), "blurriest_third": _gain_cell(ranked[:len(ranked) // 3]), "bands": bands,
+    return {"all": _gain_cell(pairs), "blurriest_third": _gain_cell(_blurriest_third(pairs)), "bands": bands,
             "videos": {v: {"all": _gain_cell(vp := [p for p in pairs if p[0]["video_id"] == v]),
-                           "blurriest_third": _gain_cell(sorted(vp, key=lambda p: p[1]["psnr"])[:len(vp) // 3])}
+                           "blurriest_third": _gain_cell(_blurriest_third(vp))}
                        for v in videos}}
+
+
+def _blurriest_third(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+    """The third of pairs with the lowest blurry-input PSNR (ties by sample and target)."""
+    ranked = sorted(pairs, key=lambda p: (p[1]["psnr"], p[0]["sample_id"], p[0]["target_position"]))
+    return ranked[:len(ranked) // 3]
 
 
 def tables(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:

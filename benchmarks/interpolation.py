@@ -45,11 +45,16 @@ REPEAT_FREE = (sorted(str(p) for p in (VIDEOS / "grid").glob("*.mpg")) + [str(VI
                + sorted(str(p) for p in (VIDEOS / "talking").glob("*.mp4")))
 WINDOWS = (5, 7, 9)
 STEPS = (2, 3)
-# name -> (Interpolator flow, occlusion blend, flow on the source's pixels); "b" is the pipeline's
-CANDIDATES = {"b": ("dis_medium", True, False), "dis_fast": ("dis_fast", True, False),
-              "dis_ultrafast": ("dis_ultrafast", True, False), "farneback": ("farneback", True, False),
-              "source_flow": ("dis_medium", True, True), "no_occlusion": ("dis_medium", False, False),
-              "crossfade": ("zero", True, False)}
+# name -> (Interpolator flow, occlusion blend, where the flow is computed, still deadzone px or None).
+# "b" is the pipeline's: the flow of each pair of real frames computed once on the pair's canvas
+# and mapped into the window's crop (SharedFlow); "window_flow" computes it on each window's crop
+# (the pipeline before the flow was shared); "source_flow" on the crop box at the source's scale.
+CANDIDATES = {"b": ("dis_medium", True, "shared", None), "window_flow": ("dis_medium", True, "crop", None),
+              "dis_fast": ("dis_fast", True, "crop", None), "dis_ultrafast": ("dis_ultrafast", True, "crop", None),
+              "farneback": ("farneback", True, "crop", None), "source_flow": ("dis_medium", True, "source", None),
+              "no_occlusion": ("dis_medium", False, "crop", None), "crossfade": ("zero", True, "crop", None),
+              "still_0.5_1.5": ("dis_medium", True, "shared", (0.5, 1.5)),
+              "still_1_3": ("dis_medium", True, "shared", (1.0, 3.0))}
 
 
 def family(clip: str) -> str:
@@ -128,7 +133,7 @@ def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stri
 
     from pipeline.dataset.averaging import average
     from pipeline.dataset.crop import CropParams, crop_resize, face_box, to_crop_coords
-    from pipeline.dataset.interpolate import InterpParams, Interpolator, RunningMean
+    from pipeline.dataset.interpolate import InterpParams, Interpolator, RunningMean, SharedFlow
     from pipeline.dataset.samples import landmark_motion
     from pipeline.dataset.vla import ssim_grey
 
@@ -137,7 +142,8 @@ def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stri
     h, w = imgs[0].shape[:2]
     rows = []
     for s in steps:
-        interps = {c: Interpolator(InterpParams(s), *CANDIDATES[c][:2]) for c in candidates}
+        interps = {c: Interpolator(InterpParams(s), *CANDIDATES[c][:2], still=CANDIDATES[c][3]) for c in candidates}
+        shared = SharedFlow(Interpolator(InterpParams(s)), crop, w, h)
         for n in windows:
             m = (n - 1) * s + 1  # full-rate frames spanned by n low-rate frames
             for start in range(0, len(imgs) - m + 1, stride):
@@ -153,13 +159,18 @@ def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stri
                 head, rest = motion_parts(pts)
                 row = {"clip": Path(clip).stem, "family": family(clip), "step": s, "n": n, "start": start, "motion": landmark_motion(pts), "head": head, "nonrigid": rest,
                        "psnr_a": psnr(a, real), "ssim_a": ssim_grey(g(a), g(real))}
+                motions = None
                 for c in candidates:
-                    interp = interps[c]
-                    flows = source_flows(interp, [imgs[i] for i in idx[::s]], box, crop.size) if CANDIDATES[c][2] else None
+                    interp, where = interps[c], CANDIDATES[c][2]
+                    flows = source_flows(interp, [imgs[i] for i in idx[::s]], box, crop.size) if where == "source" else None
+                    if where == "shared" and motions is None:
+                        motions = shared.window_motions([imgs[i] for i in idx[::s]], lm["points"][idx[::s]],
+                                                        box, crop.size)
                     acc = RunningMean(1.0, "truncate")
                     for k, f in enumerate(low):
                         if k:
-                            for mid in interp.between(low[k - 1], f, flows=None if flows is None else flows[k - 1]):
+                            for mid in interp.between(low[k - 1], f, flows=None if flows is None else flows[k - 1],
+                                                      fields=motions[k - 1] if where == "shared" else None):
                                 acc.add(mid)
                         acc.add(f)
                     b = acc.mean()
@@ -260,10 +271,14 @@ def main():
     ap.add_argument("--stride", type=int, default=5, help="frames between window starts")
     ap.add_argument("--pictures", action="store_true",
                     help="each clip's distinct pictures only (held frames dropped): for clips that hold frames")
-    ap.add_argument("--candidates", action="store_true", help="also measure each candidate cause (CANDIDATES)")
+    ap.add_argument("--candidates", nargs="*", default=None, metavar="NAME",
+                    help="also measure candidate builds of (b) (CANDIDATES; no names: all of them)")
     ap.add_argument("--out", default=str(REPO / "reports/interpolation"), help="windows.csv and fastest.png")
     args = ap.parse_args()
-    candidates = tuple(CANDIDATES) if args.candidates else ("b",)
+    candidates = ("b",) if args.candidates is None else ("b",) + tuple(c for c in (args.candidates or CANDIDATES) if c != "b")
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     rows = []
     for clip in args.clips:
         imgs, lm = clip_landmarks(clip, args.frames, args.pictures)

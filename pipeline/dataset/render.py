@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.dataset.averaging import RunningMean
 from pipeline.dataset.crop import CropParams, clip_box, crop_resize, face_box, laplacian_variance, to_crop_coords
 from pipeline.dataset.holds import distinct_pictures
-from pipeline.dataset.interpolate import InterpParams, Interpolator
+from pipeline.dataset.interpolate import InterpParams, Interpolator, SharedFlow
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.samples import SampleWriter
 from pipeline.dataset.video import VideoError, iter_frames
@@ -60,7 +60,9 @@ class Renderer:
 
     With interpolation (`interp`, `pipeline.dataset.interpolate`), each window keeps its previous
     crop, and the frames synthesised between it and the new crop join the running mean too (shared
-    by windows with the same box). A window of pictures (`blur.units: pictures`) skips held frames:
+    by windows with the same box). The motion between two frames is computed once per pair of
+    frames of a track (`SharedFlow`: frame i's grey canvas is kept until the pair's second frame
+    arrives) and mapped into each window's crop. A window of pictures (`blur.units: pictures`) skips held frames:
     the frames synthesised between two of its frames fill the whole time between them (more for a
     longer hold). The gate, the landmarks and the stored frames stay the real ones.
     """
@@ -76,7 +78,9 @@ class Renderer:
         self.w, self.h = int(video["width"]), int(video["height"])
         self.writer = SampleWriter(root, method, video, gamma, png, crop.resize, interp.factor, interp.exposure)
         self._interp = Interpolator(interp) if interp.enabled else None
+        self._flow = SharedFlow(self._interp, crop, self.w, self.h) if interp.enabled else None
         self._prev: dict[int, tuple[int, np.ndarray]] = {}  # interpolation: each open window's last (frame, crop)
+        self._canvases: dict[tuple, tuple] = {}  # (track, frame, next frame) -> (canvas box, grey canvas)
         self._windows: dict[int, Window] = {}
         self._uses: dict[int, list[int]] = defaultdict(list)
         self._regions: dict[int, np.ndarray] = {}
@@ -137,7 +141,8 @@ class Renderer:
             r = self._regions.pop(i)
             self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
             crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
-            mids: dict[tuple, list] = {}  # interpolation: synthesised frames per (box, gap)
+            mids: dict[tuple, list] = {}  # interpolation: synthesised frames per (pair of frames, box)
+            fields: dict[tuple, tuple] = {}  # interpolation: each pair's motion, computed once (SharedFlow)
             for k in ks:
                 w = self._windows[k]
                 key = w.box.tobytes()
@@ -155,12 +160,14 @@ class Renderer:
                 if self._interp is not None:
                     prev = self._prev.get(k)
                     if prev is not None:
-                        gap = i - prev[0]
-                        if (key, gap) not in mids:
-                            mids[key, gap] = self._interp.between(prev[1], crop, gap)
-                        for m in mids[key, gap]:
+                        pair = (w.track, prev[0], i)
+                        if (pair, key) not in mids:
+                            mids[pair, key] = self._synthesise(pair, frame, prev[1], crop, w.box, fields)
+                        for m in mids[pair, key]:
                             acc.add(m)
                     self._prev[k] = (i, crop)
+                    if i != w.end:
+                        self._open_canvas(w, i, frame)
                 acc.add(crop)
                 if i == w.end:
                     frames = sorted(w.frames)
@@ -176,7 +183,27 @@ class Renderer:
                     self._written.add(k)
                     del self._means[k], self._windows[k]
                     self._prev.pop(k, None)
+            for pair in [p for p in self._canvases if p[2] == i]:  # every window has passed the pair
+                del self._canvases[pair]
         self._store_decided()
+
+    def _open_canvas(self, w: Window, i: int, frame: np.ndarray) -> None:
+        """Keep frame i's grey canvas for the pair (i, the window's next frame): the pair's motion
+        is computed when that frame arrives (`SharedFlow`), once for every window with the pair."""
+        nxt = min(f for f in w.frames if f > i)
+        pair = (w.track, i, nxt)
+        if pair not in self._canvases:
+            pts = self.tracks[w.track]["points"]
+            box = self._flow.canvas_box(pts[i], pts[nxt])
+            self._canvases[pair] = (box, self._flow.canvas(frame, box))
+
+    def _synthesise(self, pair: tuple, frame: np.ndarray, prev_crop, crop, box, fields: dict) -> list:
+        """The synthesised frames of `pair` on the crop of `box`, from the pair's shared motion."""
+        cbox, canvas_a = self._canvases[pair]
+        if pair not in fields:
+            fields[pair] = self._flow.fields(canvas_a, self._flow.canvas(frame, cbox))
+        motion = self._flow.fields_in(fields[pair], cbox, box, self.size)
+        return self._interp.between(prev_crop, crop, pair[2] - pair[1], fields=motion)
 
     def _store_decided(self) -> None:
         """Store (or forget) held frames, in order, once all their windows are written or dropped."""

@@ -235,9 +235,6 @@ class SharedFlow:
 
         return _grey(crop_resize(frame, box, self.side, resize="opencv"))
 
-    def fields(self, canvas_a: np.ndarray, canvas_b: np.ndarray) -> Fields:
-        return self.interp.fields(canvas_a, canvas_b)
-
     def fields_in(self, fields: Fields, canvas_box: np.ndarray, box: np.ndarray, size: int) -> Fields:
         """`fields` (on the canvas of `canvas_box`) on the size x size crop of the integer `box`."""
         cw, ch = canvas_box[2] - canvas_box[0], canvas_box[3] - canvas_box[1]
@@ -263,7 +260,7 @@ class SharedFlow:
         out = []
         for fa, fb, pa, pb in zip(frames, frames[1:], points, points[1:]):
             cbox = self.canvas_box(pa, pb)
-            out.append(self.fields_in(self.fields(self.canvas(fa, cbox), self.canvas(fb, cbox)), cbox, box, size))
+            out.append(self.fields_in(self.interp.fields(self.canvas(fa, cbox), self.canvas(fb, cbox)), cbox, box, size))
         return out
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.dataset.averaging import RunningMean
 from pipeline.dataset.crop import CropParams, clip_box, crop_resize, face_box, laplacian_variance, to_crop_coords
 from pipeline.dataset.holds import distinct_pictures
-from pipeline.dataset.interpolate import InterpParams, Interpolator, SharedFlow
+from pipeline.dataset.interpolate import Fields, InterpParams, Interpolator, SharedFlow
 from pipeline.dataset.pngio import PngEncoder
 from pipeline.dataset.samples import SampleWriter
 from pipeline.dataset.video import VideoError, iter_frames
@@ -142,7 +142,7 @@ class Renderer:
             self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
             crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
             mids: dict[tuple, list] = {}  # interpolation: synthesised frames per (pair of frames, box)
-            fields: dict[tuple, tuple] = {}  # interpolation: each pair's motion, computed once (SharedFlow)
+            fields: dict[tuple, Fields] = {}  # interpolation: each pair's motion on its canvas, computed once
             for k in ks:
                 w = self._windows[k]
                 key = w.box.tobytes()
@@ -201,7 +201,7 @@ class Renderer:
         """The synthesised frames of `pair` on the crop of `box`, from the pair's shared motion."""
         cbox, canvas_a = self._canvases[pair]
         if pair not in fields:
-            fields[pair] = self._flow.fields(canvas_a, self._flow.canvas(frame, cbox))
+            fields[pair] = self._interp.fields(canvas_a, self._flow.canvas(frame, cbox))
         motion = self._flow.fields_in(fields[pair], cbox, box, self.size)
         return self._interp.between(prev_crop, crop, pair[2] - pair[1], fields=motion)
 

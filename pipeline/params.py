@@ -288,6 +288,7 @@ SCHEMA: dict[str, Section] = {
     "compute": Section({
         "n_jobs": Int(ge=1),
         "backend": Choice("loky", "threading", "sequential", "dask"),
+        "chunk_frames": Nullable(Int(ge=0)),
     }),
     "ingest": Section({
         "source": Str(),

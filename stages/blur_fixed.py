@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pipeline.dataset.run import build_stage
 from pipeline.dataset.crop import CropParams
-from pipeline.dataset.fixed import FixedParams, build_video
+from pipeline.dataset.fixed import FixedParams, build_video, chunk_merger
 from pipeline.dataset.fixed import merge_gate_records
 from pipeline.dataset.ingest import read_catalog
 from pipeline.dataset.interpolate import InterpParams
@@ -27,7 +27,7 @@ def main(args):
     params = load_params("crop", "blur", "compute")
     fixed = FixedParams.from_params(params["blur"])
     build_stage("fixed", build_video, args.catalog, args.landmarks, args.root, args.metrics, params["compute"],
-                min_frames=min(fixed.windows), p=fixed, crop=CropParams.from_params(params["crop"]),
+                min_frames=min(fixed.windows), merge_chunks=chunk_merger(fixed), p=fixed, crop=CropParams.from_params(params["crop"]),
                 png=PngEncoder.from_params(params["blur"]), interp=InterpParams.from_params(params["blur"]))
     # per video: windows kept and dropped, sharpness distribution against the gate (the report reads it)
     skipped = json.loads((Path(args.root) / "fixed" / "skipped.json").read_text())

@@ -21,6 +21,7 @@ whose absolute sharpness is low but usable (`min_sharpness` is then not used).
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 
 from dataclasses import replace
 
+from pipeline.dataset.chunks import Chunk, merge_outputs
 from pipeline.dataset.crop import CropParams, crop_resize, face_box, laplacian_variance
 from pipeline.dataset.holds import picture_view, units_param
 from pipeline.dataset.interpolate import InterpParams
@@ -100,14 +102,16 @@ def usable(lm: dict, min_sharpness: float | None) -> tuple[np.ndarray, np.ndarra
 
 
 def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: CropParams, video_id: str = "",
-                 stats: WindowStats | None = None, source_gate: float | None = None, track: int | None = None):
+                 stats: WindowStats | None = None, source_gate: float | None = None, track: int | None = None,
+                 starts: range | None = None):
     """Windows of a video to render, in order of their first frame (then N), counting every
     decision in `stats`: a generator, so rendering can start before the whole video is planned.
 
     Windows across a shot cut, with a faceless frame or a gap are dropped here; so are windows below
     `source_gate` (a threshold on the landmarks' source-pixel sharpness). The crop-space gate is the
     renderer's. With `track` (a video of several tracks), only windows that overlap the track's
-    frames are considered, and the sample ids name the track.
+    frames are considered, and the sample ids name the track. `starts`: only
+    windows whose first frame is in it.
     """
     has, sharp, follows = usable(lm, source_gate)
     cut = lm.get("cut")
@@ -116,8 +120,10 @@ def iter_windows(lm: dict, frame_w: int, frame_h: int, p: FixedParams, crop: Cro
     faces = np.flatnonzero(has)
     lo, hi = (int(faces[0]), int(faces[-1])) if track is not None and len(faces) else (0, n_frames)
     for s in range(0, n_frames, p.stride):
-        if s > hi:
+        if s > hi or (starts is not None and s >= starts.stop):
             break
+        if starts is not None and s < starts.start:
+            continue
         for n in p.windows:
             if s + n > n_frames or s + n <= lo:
                 continue
@@ -236,9 +242,11 @@ def as_tracks(lm: dict) -> dict[int, dict]:
 
 
 def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropParams, png: PngEncoder = PngEncoder(),
-                interp: InterpParams = InterpParams()):
+                interp: InterpParams = InterpParams(), chunk: Chunk | None = None):
     """Write one video's fixed-window samples under `root`/fixed; return (rows file | None, stats).
     `interp`: frame interpolation and exposure before averaging (pipeline.dataset.interpolate).
+    `chunk`: only the windows starting in the chunk, into its own files (`pipeline.dataset.chunks`;
+    `merge_chunks` joins them).
 
     Windows are planned as the decoder reaches their first frame, so memory holds the open
     windows, not a plan of the whole video. The crop-space gate is decided on the crops being
@@ -262,16 +270,29 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
         threshold = gate_threshold(src, tracks[t0], w_, h_, p, crop, views[t0][1])
     source = p.sharpness_space == "source"
     stats = WindowStats()
-    # every track's windows, merged in order of their first frame (a single track: as before)
-    planned = heapq.merge(*(_in_source(iter_windows(view, w_, h_, p, crop, video["video_id"], stats,
-                                                    threshold if source else None, t if multi else None),
-                                       frames, video["video_id"], t if multi else None)
-                            for t, (view, frames) in views.items()), key=lambda w: w.frames[0])
+
+    def planned_windows(starts, counts: WindowStats, shadow: bool = False):
+        """Every track's windows (first frames in `starts(view frames)`), in order of their first frame."""
+        return heapq.merge(*(_in_source(iter_windows(view, w_, h_, p, crop, video["video_id"], counts,
+                                                     threshold if source else None, t if multi else None,
+                                                     starts(frames)), frames, video["video_id"],
+                                        t if multi else None, shadow)
+                             for t, (view, frames) in views.items()), key=lambda w: w.frames[0])
+
+    if chunk is None:
+        planned = planned_windows(lambda frames: None, stats)
+    else:  # the previous chunk's windows that reach into this one decide its frames' regions too
+        ahead = planned_windows(lambda frames: _view_range(frames, chunk.start, chunk.stop), stats)
+        behind = planned_windows(lambda frames: _view_range(frames, chunk.start, chunk.start, max(p.windows) - 1),
+                                 WindowStats(), shadow=True)
+        planned = heapq.merge((w for w in behind if w.end >= chunk.start), ahead, key=lambda w: w.frames[0])
     renderer = Renderer(src, video, lm, root, "fixed", p.gamma, crop, png, p.rounding,
-                        gate=None if source else threshold, measure=True, interp=interp, tracks=tracks)
+                        gate=None if source else threshold, measure=True, interp=interp, tracks=tracks,
+                        store=None if chunk is None else (chunk.start, chunk.stop),
+                        suffix="" if chunk is None else chunk.suffix)
     nxt = next(planned, None)
     if nxt is not None:
-        for i, frame in iter_frames(src):
+        for i, frame in iter_frames(src, start=nxt.frames[0]):
             while nxt is not None and nxt.frames[0] <= i:
                 renderer.add(nxt)
                 nxt = next(planned, None)
@@ -286,13 +307,53 @@ def build_video(src, video: dict, lm: dict, root, p: FixedParams, crop: CropPara
     stats.dropped_sharpness += renderer.dropped_sharpness
     stats.crop_shift, stats.crop_pad = renderer.crop_adjust["shift"], renderer.crop_adjust["pad"]
     values = renderer.window_sharpness if not source else [
-        float(np.nanmin(view["sharpness"][list(w)])) for view, _ in views.values() for w in _source_windows(view, p)]
-    write_gate_record(root, "fixed", video["video_id"], {
-        "windows": stats.as_dict(), "space": p.sharpness_space, "percentile": p.sharpness_percentile,
-        "measure": "lowest frame sharpness of each window" + (" (crop at output size, window's box)"
-                                                               if not source else " (source-pixel landmark box)"),
-        "sharpness": sharpness_summary(values, threshold)})
+        float(np.nanmin(view["sharpness"][list(w)])) for view, frames in views.values()
+        for w in _source_windows(view, p, None if chunk is None else _view_range(frames, chunk.start, chunk.stop))]
+    if chunk is None:
+        write_gate_record(root, "fixed", video["video_id"], gate_record(stats.as_dict(), p, values, threshold))
+    else:  # raw, for merge_chunks
+        write_gate_record(root, "fixed", f"{video['video_id']}{chunk.suffix}",
+                          {"values": [float(v) for v in values], "threshold": threshold})
     return part, stats
+
+
+def gate_record(windows: dict, p: FixedParams, values, threshold: float) -> dict:
+    """A video's gate record: its window counts and sharpness distribution against the threshold."""
+    source = p.sharpness_space == "source"
+    return {"windows": windows, "space": p.sharpness_space, "percentile": p.sharpness_percentile,
+            "measure": "lowest frame sharpness of each window" + (" (crop at output size, window's box)"
+                                                                   if not source else " (source-pixel landmark box)"),
+            "sharpness": sharpness_summary(values, threshold)}
+
+
+def merge_chunks(root, video_id: str, chunks: list[Chunk], stats: list[dict], p: FixedParams):
+    """A chunked video's files and gate record, as one sequential run writes them (`run.run_method`)."""
+    part = merge_outputs(root, "fixed", video_id, chunks)
+    totals = {k: sum(s.get(k, 0) for s in stats) for k in WindowStats().as_dict()}
+    values, threshold = [], None
+    for c in chunks:
+        f = gate_dir(root, "fixed") / f"{video_id}{c.suffix}.json"
+        rec = json.loads(f.read_text())
+        f.unlink()
+        values += rec["values"]
+        threshold = rec["threshold"]
+    write_gate_record(root, "fixed", video_id, gate_record(totals, p, values, threshold))
+    return part, totals
+
+
+def chunk_merger(p: FixedParams):
+    """The stage's `merge_chunks`, or None (no chunks) where chunks would repeat the costliest
+    part: a crop-space percentile gate measures every frame of the video before any window."""
+    if p.sharpness_percentile is not None and p.sharpness_space == "crop":
+        return None
+    return functools.partial(merge_chunks, p=p)
+
+
+def _view_range(frames: np.ndarray | None, start: int, stop: int, before: int = 0) -> range:
+    """The view indices (`holds.picture_view`; None: the frames themselves) of source frames
+    [start, stop), extended by `before` indices back."""
+    lo, hi = (start, stop) if frames is None else (int(np.searchsorted(frames, start)), int(np.searchsorted(frames, stop)))
+    return range(max(lo - before, 0), hi)
 
 
 def _all(frames: np.ndarray | None, lm: dict) -> np.ndarray:
@@ -300,22 +361,26 @@ def _all(frames: np.ndarray | None, lm: dict) -> np.ndarray:
     return np.arange(len(lm["has_face"])) if frames is None else frames
 
 
-def _in_source(windows, frames: np.ndarray | None, video_id: str, track: int | None):
+def _in_source(windows, frames: np.ndarray | None, video_id: str, track: int | None, shadow: bool = False):
     """Windows planned on a picture view (`holds.picture_view`) named by their source frames; the
     sample id by the first frame, as a window of frames is. Unchanged when the view is the
-    landmarks themselves (no held frames, or blur.units: frames)."""
-    if frames is None or (len(frames) and frames[-1] == len(frames) - 1):
-        yield from windows
-        return
+    landmarks themselves (no held frames, or blur.units: frames). `shadow`: marked as a chunk's
+    shadow windows (`render.Window.shadow`)."""
+    same = frames is None or (len(frames) and frames[-1] == len(frames) - 1)
     for w in windows:
-        source = tuple(int(frames[k]) for k in w.frames)
-        yield replace(w, sample_id=sample_id(video_id, len(source), source[0], track), frames=source)
+        if not same:
+            source = tuple(int(frames[k]) for k in w.frames)
+            w = replace(w, sample_id=sample_id(video_id, len(source), source[0], track), frames=source)
+        yield replace(w, shadow=True) if shadow else w
 
 
-def _source_windows(lm: dict, p: FixedParams):
-    """Frame ranges of the windows whose frames all have a face (source-space gate values)."""
+def _source_windows(lm: dict, p: FixedParams, starts: range | None = None):
+    """Frame ranges of the windows whose frames all have a face (source-space gate values);
+    `starts`: only those whose first frame is in it."""
     has, cut = lm["has_face"], lm.get("cut")
     for s in range(0, len(has), p.stride):
+        if starts is not None and s not in starts:
+            continue
         for n in p.windows:
             if s + n <= len(has) and has[s:s + n].all() and (cut is None or not cut[s + 1:s + n].any()):
                 yield range(s, s + n)

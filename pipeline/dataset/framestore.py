@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from array import array
 from pathlib import Path
 
@@ -60,9 +61,40 @@ class FrameStoreWriter:
 
     def close(self) -> None:
         self._f.close()
-        cols = {k: pa.array(np.frombuffer(v, np.int64) if len(v) else np.zeros(0, np.int64)).cast(INDEX_SCHEMA.field(k).type)
-                for k, v in self._rows.items()}
-        pq.write_table(pa.Table.from_pydict(cols, schema=INDEX_SCHEMA), index_path(self.path))
+        _write_index(self.path, {k: np.frombuffer(v, np.int64) for k, v in self._rows.items()})
+
+
+def _write_index(store_path: Path, cols: dict[str, np.ndarray]) -> None:
+    """The store's index from int64 columns (INDEX_SCHEMA's names)."""
+    table = {k: pa.array(np.asarray(cols[k], np.int64)).cast(INDEX_SCHEMA.field(k).type) for k in INDEX_SCHEMA.names}
+    pq.write_table(pa.Table.from_pydict(table, schema=INDEX_SCHEMA), index_path(store_path))
+
+
+def concatenate_stores(parts: list[Path], out: Path) -> None:
+    """One store from stores of consecutive frame ranges, in order (each part's frames after the
+    previous part's): the bytes appended, the offsets shifted. The parts are removed. The result
+    is byte-identical to the store one writer would have written with all their frames."""
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in INDEX_SCHEMA.names}
+    offset, last = 0, -1
+    with open(out, "wb") as f:
+        for part in parts:
+            t = pq.read_table(index_path(part))
+            part_cols = {k: t[k].to_numpy().astype(np.int64) for k in INDEX_SCHEMA.names}
+            size = part.stat().st_size
+            if len(part_cols["frame"]) and (part_cols["frame"][0] <= last or
+                                            int(part_cols["length"].sum()) != size):
+                raise ValueError(f"{part}: not the next frames of {out} ({part_cols['frame'][0]} after {last}), "
+                                 f"or its index does not cover its {size} bytes")
+            for k, v in part_cols.items():
+                cols[k].append(v + offset if k == "offset" else v)
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+            offset += size
+            last = int(part_cols["frame"][-1]) if len(part_cols["frame"]) else last
+    _write_index(out, {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in cols.items()})
+    for part in parts:
+        index_path(part).unlink()
+        part.unlink()
 
 
 class FrameStore:

@@ -63,20 +63,29 @@ def map_videos(fn: Callable, items: Sequence, n_jobs: int | None = 1, backend: s
                desc: str = "", **kwargs) -> list:
     """`[fn(item, **kwargs) for item in items]`, in parallel, in order, with a progress bar.
 
-    Items that are catalog rows (dicts with `n_frames`) are dispatched longest first, so one
-    long video does not start last and leave the other workers idle; results still come back
-    in input order.
+    Items that are catalog rows (dicts with `n_frames`), or (catalog row, chunk) tasks
+    (`pipeline.dataset.chunks`), are dispatched longest first, so one long video does not start
+    last and leave the other workers idle; results still come back in input order.
     """
     n_jobs, backend = resolve(n_jobs, backend)
     items = list(items)
     order = list(range(len(items)))
-    if all(isinstance(it, dict) and "n_frames" in it for it in items):
-        order.sort(key=lambda i: -int(items[i]["n_frames"]))
+    lengths = [_frames_of(it) for it in items]
+    if None not in lengths:
+        order.sort(key=lambda i: -lengths[i])
     results = _run(fn, [items[i] for i in order], n_jobs, backend, desc, kwargs)
     out = [None] * len(items)
     for i, r in zip(order, results):
         out[i] = r
     return out
+
+
+def _frames_of(item) -> int | None:
+    """Frames a task decodes: a catalog row's, or a chunk's; None: not a video task."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], dict):
+        video, chunk = item
+        return int(video["n_frames"]) if chunk is None else chunk.stop - chunk.start
+    return int(item["n_frames"]) if isinstance(item, dict) and "n_frames" in item else None
 
 
 PARENT_POLL_SECONDS = 0.02

@@ -30,6 +30,7 @@ class Window:
     stop_reason: str | None = None
     direction: str = "forward"
     track: int = 0  # the face track whose landmarks made the window (a window never mixes tracks)
+    shadow: bool = False  # only decides (gate) which boxes its frames' stored regions need (a chunk's renderer)
 
     @property
     def end(self) -> int:
@@ -65,18 +66,26 @@ class Renderer:
     arrives) and mapped into each window's crop. A window of pictures (`blur.units: pictures`) skips held frames:
     the frames synthesised between two of its frames fill the whole time between them (more for a
     longer hold). The gate, the landmarks and the stored frames stay the real ones.
+
+    Rendering one chunk of a video (`pipeline.dataset.chunks`): `store` = (start, stop) stores only
+    the frames in that range, and a `shadow` window (one of the previous chunk's, reaching into
+    this one) is gated but not averaged or written: it only decides, as in a sequential run,
+    whether its box joins the stored regions of this chunk's frames.
     """
 
     def __init__(self, src, video: dict, lm: dict, root, method: str, gamma: float, crop: CropParams,
                  png: PngEncoder = PngEncoder(), rounding: str = "truncate", gate: float | None = None,
-                 measure: bool = False, interp: InterpParams = InterpParams(), tracks: dict | None = None):
+                 measure: bool = False, interp: InterpParams = InterpParams(), tracks: dict | None = None,
+                 store: tuple[int, int] | None = None, suffix: str = ""):
         # `tracks`: {track: landmarks} of a video with several face tracks (each window's `track`)
         self.tracks = tracks if tracks is not None else {0: lm}
         self.src, self.lm, self.gamma, self.crop, self.rounding = src, lm, gamma, crop, rounding
         self.size = crop.size
         self.gate, self.measure = gate, measure or gate is not None
         self.w, self.h = int(video["width"]), int(video["height"])
-        self.writer = SampleWriter(root, method, video, gamma, png, crop.resize, interp.factor, interp.exposure)
+        self.writer = SampleWriter(root, method, video, gamma, png, crop.resize, interp.factor, interp.exposure,
+                                   suffix=suffix)
+        self.store_range = store  # (start, stop): the frames this renderer stores; None: all
         self._interp = Interpolator(interp) if interp.enabled else None
         self._flow = SharedFlow(self._interp, crop, self.w, self.h) if interp.enabled else None
         self._prev: dict[int, tuple[int, np.ndarray]] = {}  # interpolation: each open window's last (frame, crop)
@@ -122,8 +131,10 @@ class Renderer:
         w = self._windows.pop(k)
         self._means.pop(k, None)
         self._prev.pop(k, None)
-        self.window_sharpness.append(self._sharp.pop(k, float("nan")))
-        self.dropped_sharpness += 1
+        sharp = self._sharp.pop(k, float("nan"))
+        if not w.shadow:  # a shadow window is counted by the chunk that renders it
+            self.window_sharpness.append(sharp)
+            self.dropped_sharpness += 1
         for f in w.frames:
             ks = self._uses.get(f)
             if ks is not None and k in ks:
@@ -139,12 +150,17 @@ class Renderer:
                 raise VideoError(f"{self.src.path}: frame {i} is {frame.shape[1]}x{frame.shape[0]}, "
                                  f"expected {self.w}x{self.h}")
             r = self._regions.pop(i)
-            self._held[i] = (frame[r[1]:r[3], r[0]:r[2]].copy(), (int(r[0]), int(r[1])), list(ks))
+            region = frame[r[1]:r[3], r[0]:r[2]].copy() if self._stores(i) else None
+            self._held[i] = (region, (int(r[0]), int(r[1])), list(ks))
             crops: dict[bytes, tuple] = {}  # windows of several N often round to the same box
             mids: dict[tuple, list] = {}  # interpolation: synthesised frames per (pair of frames, box)
             fields: dict[tuple, Fields] = {}  # interpolation: each pair's motion on its canvas, computed once
             for k in ks:
                 w = self._windows[k]
+                if w.shadow and self.gate is None:  # nothing to decide: it is written, as in a sequential run
+                    if i == w.end:
+                        self._decided_shadow(k)
+                    continue
                 key = w.box.tobytes()
                 hit = crops.get(key)
                 if hit is None:
@@ -155,6 +171,10 @@ class Renderer:
                     self._sharp[k] = min(self._sharp.get(k, np.inf), sharp)
                 if self.gate is not None and not sharp >= self.gate:
                     self._drop(k)
+                    continue
+                if w.shadow:
+                    if i == w.end:
+                        self._decided_shadow(k)
                     continue
                 acc = self._means.setdefault(k, RunningMean(self.gamma, self.rounding))
                 if self._interp is not None:
@@ -187,6 +207,15 @@ class Renderer:
                 del self._canvases[pair]
         self._store_decided()
 
+    def _decided_shadow(self, k: int) -> None:
+        """A shadow window passed the gate: its box joins its frames' regions, nothing is written."""
+        self._sharp.pop(k, None)
+        self._written.add(k)
+        del self._windows[k]
+
+    def _stores(self, frame: int) -> bool:
+        return self.store_range is None or self.store_range[0] <= frame < self.store_range[1]
+
     def _open_canvas(self, w: Window, i: int, frame: np.ndarray) -> None:
         """Keep frame i's grey canvas for the pair (i, the window's next frame): the pair's motion
         is computed when that frame arrives (`SharedFlow`), once for every window with the pair."""
@@ -213,7 +242,7 @@ class Renderer:
                 return
             del self._held[f]
             written = [k for k in ks if k in self._written]
-            if written:
+            if written and region is not None:
                 boxes = [clip_box(self._boxes[k], self.w, self.h) for k in written]
                 x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
                 x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)

@@ -7,6 +7,7 @@ a bug) fails the stage, and the previous outputs stay in place (`pipeline.stage.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -16,7 +17,9 @@ import pyarrow.parquet as pq
 
 from pipeline.dataset.ingest import source_of, with_absolute_paths
 from pipeline.dataset.landmarks import read_tracks
-from pipeline.dataset.parallel import map_videos
+from pipeline.dataset import chunks
+from pipeline.dataset.framestore import index_path
+from pipeline.dataset.parallel import map_videos, resolve
 from pipeline.dataset.counts import counts_by
 from pipeline.dataset.samples import FLUSH_ROWS, SAMPLES_SCHEMA, part_path
 from pipeline.dataset.video import is_input_error
@@ -30,12 +33,18 @@ def landmarks_file(landmarks_dir: str | Path, video_id: str) -> Path:
 
 def _remove_partial(root: Path, method: str, video_id: str) -> None:
     shutil.rmtree(root / method / "blurry" / video_id, ignore_errors=True)
-    for p in (root / method / "frames").glob(f"{video_id}.bin*"):
-        p.unlink()
-    part_path(root, method, video_id).unlink(missing_ok=True)
+    store = root / method / "frames" / f"{video_id}.bin"
+    part = part_path(root, method, video_id)
+    chunk_files = [p for f in (store, part) for p in f.parent.glob(f"{glob.escape(f.name)}.c*")]
+    for p in [store, index_path(store), part, *chunk_files]:
+        p.unlink(missing_ok=True)  # chunks of a failed video may remove each other's files
 
 
-def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, min_frames: int = 1, **kwargs):
+def _one_task(task: tuple, build, method: str, landmarks_dir: str, root: str, min_frames: int = 1, **kwargs):
+    """One video, or one chunk of it (`pipeline.dataset.chunks`): (video id, rows, stats, error)."""
+    video, chunk = task
+    if chunk is not None:
+        kwargs["chunk"] = chunk
     vid = video["video_id"]
     if int(video["n_frames"]) < min_frames:
         return vid, None, {}, (f"{vid}: {video['n_frames']} frames, too few for any {method} window "
@@ -56,23 +65,60 @@ def _one_video(video: dict, build, method: str, landmarks_dir: str, root: str, m
         return vid, None, {}, f"{video['path']}: {method} failed: {e}"
     stats = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
     n = 0 if part is None else pq.ParquetFile(part).metadata.num_rows
-    log.info("%s: %d %s samples (%s)", vid, n, method,
-             ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
+    if chunk is None:
+        log.info("%s: %d %s samples (%s)", vid, n, method,
+                 ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
     return vid, n, stats, None
 
 
+def _merged(tasks: list, results: list, method: str, root, merge_chunks) -> list:
+    """Per video, its chunks' results as one (in catalog order): outputs merged, stats summed."""
+    out, i = [], 0
+    while i < len(tasks):
+        video, chunk = tasks[i]
+        if chunk is None:
+            out.append(results[i])
+            i += 1
+            continue
+        group = results[i:i + chunk.count]
+        chunks = [c for _, c in tasks[i:i + chunk.count]]
+        i += chunk.count
+        vid = video["video_id"]
+        err = next((r[3] for r in group if r[3]), None)
+        if err:  # the same input error in every chunk (they read one video)
+            _remove_partial(Path(root), method, vid)
+            out.append((vid, None, {}, err))
+            continue
+        part, stats = merge_chunks(root, vid, chunks, [r[2] for r in group])
+        n = 0 if part is None else pq.ParquetFile(part).metadata.num_rows
+        log.info("%s: %d %s samples in %d chunks (%s)", vid, n, method, len(chunks),
+                 ", ".join(f"{k}={v}" for k, v in sorted(stats.items()) if v))
+        out.append((vid, n, stats, None))
+    return out
+
+
 def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_jobs=1, backend=None,
-               min_frames: int = 1, **kwargs) -> tuple[Path, dict, list[dict]]:
+               min_frames: int = 1, chunk_frames: int | None = 0, merge_chunks=None,
+               **kwargs) -> tuple[Path, dict, list[dict]]:
     """Apply `build(src, video, landmarks, root, **kwargs) -> (rows file | None, stats)` to every
     video with at least `min_frames` frames (the shortest window; shorter videos are skipped with
     that reason), then merge the per-video rows into `<root>/<method>/samples.parquet`, batch by batch and
     in catalog order (so the result does not depend on n_jobs or the backend).
 
+    With `merge_chunks` (fixed windows), long videos are split into chunks
+    (`chunks.plan(catalog, n_jobs, chunk_frames)`), `build(..., chunk=c)` renders each, and
+    `merge_chunks(root, video_id, chunks, their stats) -> (rows file | None, stats)` joins them
+    into the files of a sequential run.
+
     Returns (samples.parquet, summed stats, skipped [{video_id, reason}]).
     """
-    results = map_videos(_one_video, [with_absolute_paths(v) for v in catalog], n_jobs=n_jobs, backend=backend,
-                         desc=method, build=build, method=method, landmarks_dir=os.path.abspath(landmarks_dir),
+    videos = [with_absolute_paths(v) for v in catalog]
+    n_workers, _ = resolve(n_jobs, backend)
+    tasks = chunks.plan(videos, n_workers, chunk_frames) if merge_chunks else [(v, None) for v in videos]
+    results = map_videos(_one_task, tasks, n_jobs=n_jobs, backend=backend, desc=method, build=build,
+                         method=method, landmarks_dir=os.path.abspath(landmarks_dir),
                          root=os.path.abspath(root), min_frames=min_frames, **kwargs)
+    results = _merged(tasks, results, method, os.path.abspath(root), merge_chunks)
     totals, skipped, parts = {}, [], []
     for vid, n, stats, err in results:
         if err:
@@ -93,7 +139,7 @@ def run_method(method: str, build, catalog: list[dict], landmarks_dir, root, n_j
 
 
 def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_path, compute: dict,
-                min_frames: int = 1, **kwargs) -> Path:
+                min_frames: int = 1, merge_chunks=None, **kwargs) -> Path:
     """A whole averaging stage: fresh `<root>/<method>/`, samples.parquet, skipped.json, metrics."""
     from pipeline.dataset.ingest import read_catalog
     from pipeline.stage import replacing_dir, write_json
@@ -103,7 +149,8 @@ def build_stage(method: str, build, catalog_path, landmarks_dir, root, metrics_p
     with replacing_dir(out) as work:  # the previous <root>/<method> survives a failed run
         path, stats, skipped = run_method(method, build, catalog, landmarks_dir, work.parent,
                                           n_jobs=compute["n_jobs"], backend=compute.get("backend"),
-                                          min_frames=min_frames, **kwargs)
+                                          min_frames=min_frames, chunk_frames=compute.get("chunk_frames"),
+                                          merge_chunks=merge_chunks, **kwargs)
         samples = pq.read_table(path, columns=["split", "n_frames", "pictures", "gradient_energy"])
         write_json(work / "skipped.json", skipped)
     path = out / path.name

@@ -65,7 +65,9 @@ def landmark_motion(landmarks_crop: np.ndarray) -> float:
 
 class SampleWriter:
     def __init__(self, root: str | Path, method: str, video: dict, gamma: float, png: PngEncoder = PngEncoder(),
-                 resize: str = "pil", interpolation: int = 1, exposure: float = 1.0):
+                 resize: str = "pil", interpolation: int = 1, exposure: float = 1.0, suffix: str = ""):
+        # suffix: a chunk of the video (pipeline.dataset.chunks) writes its frame store and rows to
+        # files named with it, merged later; the rows name the merged files
         self.root = Path(root)
         self.interpolation, self.exposure = int(interpolation), float(exposure)
         self.resize = resize
@@ -77,12 +79,13 @@ class SampleWriter:
         self._png = png
         self.rows: list[dict] = []
         self.count = 0
-        self.part = part_path(self.root, method, vid)
+        self.part = Path(f"{part_path(self.root, method, vid)}{suffix}")
+        self._suffix = suffix
         self._parquet: pq.ParquetWriter | None = None
 
     def store_frame(self, frame: int, region: np.ndarray, origin, frame_size) -> None:
         if self.store is None:
-            self.store = FrameStoreWriter(self.root / self.store_rel, self._png)
+            self.store = FrameStoreWriter(f"{self.root / self.store_rel}{self._suffix}", self._png)
             (self.root / self.blurry_rel).mkdir(parents=True, exist_ok=True)
         self.store.add(frame, region, origin, frame_size)
 

@@ -421,12 +421,16 @@ def frame_numbers(src: VideoSource, n_frames: int) -> np.ndarray:
     return np.arange(1, n_frames + 1, dtype=np.int64)
 
 
-def iter_frames(src: VideoSource, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, BGR uint8 frame) in decode order, one at a time, up to frame `stop` (exclusive)."""
+def iter_frames(src: VideoSource, stop: int | None = None, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, BGR uint8 frame) in decode order, one at a time, from frame `start` up to frame
+    `stop` (exclusive). A video is decoded from its first frame either way (frames before `start`
+    are grabbed, not converted): seeking is not frame-exact for every codec."""
     if src.kind == "images":
         for i, f in enumerate(image_files(src.path)):
             if stop is not None and i >= stop:
                 return
+            if i < start:
+                continue
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 raise VideoError(f"{f}: unreadable image")
@@ -435,6 +439,10 @@ def iter_frames(src: VideoSource, stop: int | None = None) -> Iterator[tuple[int
     cap = _open_capture(src.path)
     try:
         i = 0
+        while i < start:
+            if not cap.grab():
+                return
+            i += 1
         while stop is None or i < stop:
             ok, frame = cap.read()
             if not ok:

@@ -13,6 +13,8 @@ dlib HOG detection (upsample 1) + 68 landmarks on every frame, then for every fi
 every frame again with the window's mean box and write the blurry PNG and all N sharp PNGs
 (cv2.imwrite defaults). For equal work the sharpness gate is OFF (blur.fixed.min_sharpness 0) in both; the
 naive reference does fixed windows only, so our figure is given with and without blur_vla.
+The FLOOR (`_child_floor`) is the least work that makes the same outputs: decode every frame once,
+and crop, resize and encode each output image once.
 """
 from __future__ import annotations
 
@@ -137,6 +139,43 @@ def _child_naive(catalog: str, out: str, result: str) -> None:
                                         "samples": samples, "peak_mib": _peak_mib()}))
 
 
+def _child_floor(workdir: str, result: str) -> None:
+    """The FLOOR: the least work that makes these outputs, in one process. Decode every frame of
+    every video once, and for each output sample (fixed and VLA, from our run's rows) crop one
+    frame (its middle one) with the sample's box, resize it to the output size as the protocol
+    does (crop.resize), and encode it (blur.png) once. No averaging, no gate, no frame store."""
+    import cv2
+    import pyarrow.parquet as pq
+    import yaml
+
+    from pipeline.dataset.crop import CropParams, crop_resize
+    from pipeline.dataset.ingest import read_catalog, source_of, with_absolute_paths
+    from pipeline.dataset.pngio import PngEncoder
+    from pipeline.dataset.video import iter_frames
+
+    cv2.setNumThreads(1)  # as in the stages' workers
+    os.chdir(workdir)
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    crop, png = CropParams.from_params(params["crop"]), PngEncoder.from_params(params["blur"])
+    boxes: dict[tuple[str, int], list] = {}
+    for method in ("fixed", "vla"):
+        for r in pq.read_table(f"data/dataset/{method}/samples.parquet",
+                               columns=["video_id", "frame_indices", "crop_box"]).to_pylist():
+            frames = r["frame_indices"]
+            boxes.setdefault((r["video_id"], frames[len(frames) // 2]), []).append([int(v) for v in r["crop_box"]])
+    t0 = time.perf_counter()
+    frames_total = images = 0
+    for video in read_catalog("data/ingest/catalog.parquet"):
+        vid = video["video_id"]
+        for i, frame in iter_frames(source_of(with_absolute_paths(video))):
+            frames_total += 1
+            for box in boxes.get((vid, i), ()):
+                png.encode(crop_resize(frame, box, crop.size, resize=crop.resize))
+                images += 1
+    Path(result).write_text(json.dumps({"wall": time.perf_counter() - t0, "frames": frames_total,
+                                        "samples": images, "peak_mib": _peak_mib()}))
+
+
 # ------------------------------------------------------------------ parent
 def _peak_mib() -> float:
     """This process's own peak RSS (VmHWM: per address space, so fresh after exec, unlike ru_maxrss
@@ -177,6 +216,25 @@ def prepare_source(videos: list[str], dst: Path, frames: int | None) -> None:
             shutil.copy(v, sub / v.name)
 
 
+def make_held_out_style(dst: Path) -> list[str]:
+    """Two clips shaped like issue 25's held-out pair (1,008 frames at 480², 125 at 590²), made from
+    the repeat-free talking clips: the four clips and Katie Hill's first 208 frames back to back
+    (shot cuts between them), resized to 480²; Ed Markey's first 125 frames resized to 590²."""
+    import cv2
+
+    from conftest import read_frames, write_clip
+    talking = sorted(glob.glob(str(REPO / "data/videos/talking/*.mp4")))
+    katie = next(v for v in talking if "KatieHill" in v)
+    markey = next(v for v in talking if "EdMarkey" in v)
+    sub = dst / "held_out_style"
+    sub.mkdir(parents=True, exist_ok=True)
+    long = [f for v in talking for f in read_frames(Path(v))] + read_frames(Path(katie), 208)
+    write_clip(sub / "long_480.avi", [cv2.resize(f, (480, 480), interpolation=cv2.INTER_AREA) for f in long])
+    write_clip(sub / "short_590.avi", [cv2.resize(f, (590, 590), interpolation=cv2.INTER_CUBIC)
+                                       for f in read_frames(Path(markey), 125)])
+    return [str(sub / "long_480.avi"), str(sub / "short_590.avi")]
+
+
 def make_long(video: str, dst: Path, repeat: int, frames: int | None) -> None:
     from conftest import read_frames, write_clip
     clip = read_frames(Path(video), frames)
@@ -185,12 +243,15 @@ def make_long(video: str, dst: Path, repeat: int, frames: int | None) -> None:
     write_clip(sub / "long.avi", clip * repeat)
 
 
-def run_ours(workdir: Path, source: Path, n_jobs: int, backend: str) -> dict:
+def run_ours(workdir: Path, source: Path, n_jobs: int, backend: str, gate_off: bool = True) -> dict:
+    """Every data stage in `workdir` on `source`, the repository's params but for the source, the
+    compute settings and (`gate_off`) blur.fixed.min_sharpness 0."""
     import yaml
     from conftest import deep_update, repo_params
     params = deep_update(repo_params(), {"ingest": {"source": str(source), "test_videos": []},
-                                         "compute": {"n_jobs": n_jobs, "backend": backend},
-                                         "blur": {"fixed": {"min_sharpness": 0.0}}})
+                                         "compute": {"n_jobs": n_jobs, "backend": backend}})
+    if gate_off:
+        params = deep_update(params, {"blur": {"fixed": {"min_sharpness": 0.0}}})
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     out = {}
@@ -311,6 +372,9 @@ def main():
                     "is then the largest single process, workers included once reaped)")
     ap.add_argument("--backend", default="loky")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive reference")
+    ap.add_argument("--held-out-style", action="store_true",
+                    help="run on two clips shaped like issue 25's held-out pair (1,008 frames 480², 125 frames 590²)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor (decode + one crop and encode per output)")
     ap.add_argument("--long", action="store_true", help="also run ours on a short vs long webcam clip")
     ap.add_argument("--long-repeat", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -327,6 +391,8 @@ def main():
         web = [v for v in videos if "webcam" in v][:1]
         videos = [v for v in videos if v not in web][:args.max_videos - len(web)] + web
     scratch = Path(tempfile.mkdtemp(prefix="data_speed-"))
+    if args.held_out_style:
+        videos = make_held_out_style(scratch / "made")
     print(f"videos: {len(videos)} ({', '.join(Path(v).name for v in videos)}), frames limit: {args.frames}, "
           f"n_jobs {args.n_jobs} ({args.backend}), {os.cpu_count()} CPUs; sharpness gate OFF (min_sharpness 0)")
     try:
@@ -346,6 +412,16 @@ def main():
                       max(ours[s]["rss"] for s in STAGES if s != "blur_vla")))
         print("(stage walls are measured inside each child, excluding interpreter start-up;"
               " samples/s of ingest/landmarks/manifest count all samples)")
+        if not args.no_floor:
+            floor, rss = run_child(["--_floor", str(scratch / "ours")])
+            print(fmt_row("floor (one process)", floor["frames"], floor["samples"], floor["wall"], rss))
+            print(f"each stage against the floor (decode each frame once; crop, resize and encode each output "
+                  f"image once: {floor['wall']:.2f} s):")
+            for s in STAGES:
+                print(f"  {s:<20}{ours[s]['wall'] / floor['wall']:>6.2f}x the floor")
+            blur = ours["blur_fixed"]["wall"] + ours["blur_vla"]["wall"]
+            print(f"  {'blur stages':<20}{blur / floor['wall']:>6.2f}x the floor"
+                  f"   (n_jobs {args.n_jobs}; the floor runs in one process)")
         if args.interpolate and args.interpolate > 1:
             off = {s: {**ours[s], "energy": json.loads((scratch / "ours/metrics" / f"{s}.json").read_text())
                        .get("blurry", {}).get("gradient_energy")} for s in ("blur_fixed", "blur_vla")}
@@ -402,11 +478,13 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("--_stage", "--_naive"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("--_stage", "--_naive", "--_floor"):
         a = sys.argv[1:]
         result = a[a.index("--result") + 1]
         if a[0] == "--_stage":
             _child_stage(a[1], a[2], a[3], result)
+        elif a[0] == "--_floor":
+            _child_floor(a[1], result)
         else:
             _child_naive(a[1], a[2], result)
     else:

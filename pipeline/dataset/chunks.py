@@ -27,7 +27,6 @@ from pipeline.dataset.samples import SAMPLES_SCHEMA, part_path
 # crop-space gate it crops the previous chunk's last windows again (about 10 windows with N 5-13,
 # stride 5). At 250 frames that is a few percent of the chunk's own work.
 MIN_CHUNK_FRAMES = 250
-TASKS_PER_WORKER = 4  # several chunks per core, so videos of unequal length still balance
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,16 @@ class Chunk:
 
 def chunk_length(total_frames: int, n_jobs: int, chunk_frames: int | None) -> int | None:
     """Frames per chunk (None: no chunks). `compute.chunk_frames`: N > 0 chunks every video longer
-    than N frames; 0 never chunks; null (auto) chunks only with several workers, in chunks long
-    enough that each worker gets about TASKS_PER_WORKER tasks of the whole run (not below
-    MIN_CHUNK_FRAMES), so a run of many videos is not chunked at all."""
+    than N frames; 0 never chunks; null (auto) chunks only with several workers, a video longer
+    than one worker's share of the run (total / n_jobs, at least MIN_CHUNK_FRAMES) into chunks of
+    that share. So a run of many videos is not chunked, one long video is split in n_jobs, and
+    1,000 + 125 frames on 2 workers become 563 | 437 + 125. Fewer, longer chunks: every chunk
+    decodes the video from its first frame (seeking is not frame-exact for every codec)."""
     if chunk_frames is not None and chunk_frames > 0:
         return int(chunk_frames)
     if chunk_frames == 0 or n_jobs < 2:
         return None
-    return max(MIN_CHUNK_FRAMES, math.ceil(total_frames / (TASKS_PER_WORKER * n_jobs)))
+    return max(MIN_CHUNK_FRAMES, math.ceil(total_frames / n_jobs))
 
 
 def split(n_frames: int, length: int | None) -> list[Chunk] | None:
@@ -60,8 +61,7 @@ def split(n_frames: int, length: int | None) -> list[Chunk] | None:
     if length is None or n_frames <= length:
         return None
     count = math.ceil(n_frames / length)
-    bounds = [round(i * n_frames / count) for i in range(count + 1)]  # equal chunks, not a short last one
-    return [Chunk(i, count, bounds[i], bounds[i + 1]) for i in range(count)]
+    return [Chunk(i, count, i * length, min((i + 1) * length, n_frames)) for i in range(count)]
 
 
 def plan(catalog: list[dict], n_jobs: int, chunk_frames: int | None) -> list[tuple[dict, Chunk | None]]:

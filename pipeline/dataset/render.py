@@ -157,7 +157,7 @@ class Renderer:
             fields: dict[tuple, Fields] = {}  # interpolation: each pair's motion on its canvas, computed once
             for k in ks:
                 w = self._windows[k]
-                if w.shadow and self.gate is None:  # nothing to decide: it is written, as in a sequential run
+                if w.shadow and (self.gate is None or self.gate <= 0):  # any crop passes: written, as sequentially
                     if i == w.end:
                         self._decided_shadow(k)
                     continue

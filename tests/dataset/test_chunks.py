@@ -76,7 +76,7 @@ def test_chunks_of_held_frames_with_interpolation_give_the_sequential_runs_bytes
 def test_chunks_split_only_long_videos_and_cover_them():
     assert split(100, None) is None and split(100, 100) is None
     chunks = split(1000, 300)
-    assert [(c.start, c.stop) for c in chunks] == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+    assert [(c.start, c.stop) for c in chunks] == [(0, 300), (300, 600), (600, 900), (900, 1000)]
     assert all(c.count == 4 for c in chunks) and chunks[1].suffix == ".c0001"
     # auto: one worker never chunks; 300VW-like runs (many videos) are not chunked either
     assert chunk_length(10_000, 1, None) is None and chunk_length(10_000, 2, 0) is None
@@ -84,9 +84,8 @@ def test_chunks_split_only_long_videos_and_cover_them():
     assert all(c is None for _, c in plan(many, 2, None))
     few = [{"video_id": "long", "n_frames": 1008}, {"video_id": "short", "n_frames": 125}]
     tasks = plan(few, 2, None)
-    long = [c for v, c in tasks if v["video_id"] == "long"]
-    assert len(long) > 1 and all(c.stop - c.start <= 250 for c in long)  # MIN_CHUNK_FRAMES
-    assert long[0].start == 0 and long[-1].stop == 1008
-    assert all(a.stop == b.start for a, b in zip(long, long[1:]))
+    long = [(c.start, c.stop) for v, c in tasks if v["video_id"] == "long"]
+    assert long == [(0, 567), (567, 1008)]  # one worker's share of 1,133 frames, then the rest beside the short one
+    assert [(c.start, c.stop) for _, c in plan([few[0]], 4, None)] == [(0, 252), (252, 504), (504, 756), (756, 1008)]
     assert [c for v, c in tasks if v["video_id"] == "short"] == [None]
     assert isinstance(tasks[0][1], Chunk)

@@ -235,6 +235,25 @@ def make_held_out_style(dst: Path) -> list[str]:
     return [str(sub / "long_480.avi"), str(sub / "short_590.avi")]
 
 
+def make_uhd(dst: Path, frames: int) -> list[str]:
+    """A 4K clip (3840x2160) for peak memory: Katie Hill's first `frames` frames upscaled to
+    2160x2160 and centred on black, the face about 1,000 px wide."""
+    import cv2
+    import numpy as np
+
+    from conftest import read_frames, write_clip
+    katie = REPO / "data/videos/talking/WDA_KatieHill_000.mp4"
+    sub = dst / "uhd"
+    sub.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in read_frames(katie, frames):
+        canvas = np.zeros((2160, 3840, 3), np.uint8)
+        canvas[:, 840:3000] = cv2.resize(f, (2160, 2160), interpolation=cv2.INTER_CUBIC)
+        out.append(canvas)
+    write_clip(sub / "uhd_3840x2160.avi", out)
+    return [str(sub / "uhd_3840x2160.avi")]
+
+
 def make_long(video: str, dst: Path, repeat: int, frames: int | None) -> None:
     from conftest import read_frames, write_clip
     clip = read_frames(Path(video), frames)
@@ -374,6 +393,8 @@ def main():
     ap.add_argument("--no-naive", action="store_true", help="skip the naive reference")
     ap.add_argument("--held-out-style", action="store_true",
                     help="run on two clips shaped like issue 25's held-out pair (1,008 frames 480², 125 frames 590²)")
+    ap.add_argument("--uhd", type=int, default=None, metavar="FRAMES",
+                    help="run on one 3840x2160 clip of FRAMES frames (peak memory at 4K)")
     ap.add_argument("--no-floor", action="store_true", help="skip the floor (decode + one crop and encode per output)")
     ap.add_argument("--long", action="store_true", help="also run ours on a short vs long webcam clip")
     ap.add_argument("--long-repeat", type=int, default=10)
@@ -393,6 +414,8 @@ def main():
     scratch = Path(tempfile.mkdtemp(prefix="data_speed-"))
     if args.held_out_style:
         videos = make_held_out_style(scratch / "made")
+    if args.uhd:
+        videos = make_uhd(scratch / "made", args.uhd)
     print(f"videos: {len(videos)} ({', '.join(Path(v).name for v in videos)}), frames limit: {args.frames}, "
           f"n_jobs {args.n_jobs} ({args.backend}), {os.cpu_count()} CPUs; sharpness gate OFF (min_sharpness 0)")
     try:

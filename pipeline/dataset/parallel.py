@@ -118,6 +118,32 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_FRAME_SIZED = 64 << 20  # bytes: a 4K frame is 25 MB
+
+
+def serve_frames_from_the_heap() -> bool:
+    """Undo Dask's MALLOC_TRIM_THRESHOLD_ in this worker; True when there was something to undo.
+
+    Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 (to return memory to the
+    system sooner). Setting it also freezes glibc's mmap threshold at 128 KiB, so every frame,
+    crop and temporary array above that size becomes a fresh mmap, page-faulted on first touch
+    and unmapped when freed. That made blur_fixed and blur_vla about twice as slow on a
+    LocalCluster as in loky workers (benchmarks/README.md). Arrays up to _FRAME_SIZED are served
+    from the heap again, and the heap is trimmed above that size; an external cluster's workers
+    get the same fix, since it runs inside the task."""
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: the variable means nothing there
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _FRAME_SIZED)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2 * _FRAME_SIZED))
+
+
 class _OneThreadEach:
     """Runs `fn` with OpenCV single-threaded: the videos already use every core, and OpenCV's own
     pool (one thread per core in every worker) would only oversubscribe them. In a local worker
@@ -132,6 +158,7 @@ class _OneThreadEach:
 
         if self.parent is not None:
             exit_with_parent(self.parent)
+        serve_frames_from_the_heap()
         cv2.setNumThreads(1)
         return self.fn(*args, **kwargs)
 

@@ -54,7 +54,12 @@ CANDIDATES = {"b": ("dis_medium", True, "shared", None), "window_flow": ("dis_me
               "farneback": ("farneback", True, "crop", None), "source_flow": ("dis_medium", True, "source", None),
               "no_occlusion": ("dis_medium", False, "crop", None), "crossfade": ("zero", True, "crop", None),
               "still_0.5_1.5": ("dis_medium", True, "shared", (0.5, 1.5)),
-              "still_1_3": ("dis_medium", True, "shared", (1.0, 3.0))}
+              "still_1_3": ("dis_medium", True, "shared", (1.0, 3.0)),
+              "canvas_synth": ("dis_medium", True, "canvas_synth", None)}
+# canvas_synth: the synthesised frames made once per pair, in colour on the pair's canvas (at
+# CANVAS_SIDE, the face at about the crop's scale), then resampled into each window's crop
+# (cubic): one synthesis per pair instead of one per window and pair, at the price of resampling twice.
+CANVAS_SIDE = 384
 
 
 def family(clip: str) -> str:
@@ -125,6 +130,20 @@ def source_flows(interp, imgs: list[np.ndarray], box: np.ndarray, size: int) -> 
     return out
 
 
+def canvas_mids(flow, interp, fa, fb, pa, pb, box, size: int) -> list[np.ndarray]:
+    """canvas_synth: the pair's synthesised frames made on its colour canvas, resampled into the crop of `box`."""
+    import cv2
+
+    from pipeline.dataset.crop import crop_resize
+
+    cbox = flow.canvas_box(pa, pb)
+    ca, cb = (crop_resize(f, cbox, flow.side, resize="opencv") for f in (fa, fb))
+    mids = interp.between(ca, cb, fields=interp.fields(ca, cb))
+    m = flow.crop_to_canvas(cbox, box, size)
+    return [cv2.warpAffine(x, m, (size, size), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE) for x in mids]
+
+
 def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stride: int = 5, clip: str = "",
             keep_images: bool = False, candidates=("b",)) -> list[dict]:
     """One row per (window, step): PSNR/SSIM of (a) and of each candidate build of (b) (`psnr_b`:
@@ -144,6 +163,7 @@ def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stri
     for s in steps:
         interps = {c: Interpolator(InterpParams(s), *CANDIDATES[c][:2], still=CANDIDATES[c][3]) for c in candidates}
         shared = SharedFlow(Interpolator(InterpParams(s)), crop, w, h)
+        colour = SharedFlow(Interpolator(InterpParams(s)), crop, w, h, side=CANVAS_SIDE)
         for n in windows:
             m = (n - 1) * s + 1  # full-rate frames spanned by n low-rate frames
             for start in range(0, len(imgs) - m + 1, stride):
@@ -167,6 +187,17 @@ def measure(imgs: list[np.ndarray], lm: dict, windows=WINDOWS, steps=STEPS, stri
                         motions = shared.window_motions([imgs[i] for i in idx[::s]], lm["points"][idx[::s]],
                                                         box, crop.size)
                     acc = RunningMean(1.0, "truncate")
+                    if where == "canvas_synth":
+                        srcs, pts_s = [imgs[i] for i in idx[::s]], lm["points"][idx[::s]]
+                        for k, f in enumerate(low):
+                            if k:
+                                for mid in canvas_mids(colour, interp, srcs[k - 1], srcs[k], pts_s[k - 1], pts_s[k],
+                                                       box, crop.size):
+                                    acc.add(mid)
+                            acc.add(f)
+                        b = acc.mean()
+                        row[f"psnr_{c}"], row[f"ssim_{c}"] = psnr(b, real), ssim_grey(g(b), g(real))
+                        continue
                     for k, f in enumerate(low):
                         if k:
                             for mid in interp.between(low[k - 1], f, flows=None if flows is None else flows[k - 1],

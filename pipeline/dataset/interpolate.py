@@ -235,14 +235,20 @@ class SharedFlow:
 
         return _grey(crop_resize(frame, box, self.side, resize="opencv"))
 
-    def fields_in(self, fields: Fields, canvas_box: np.ndarray, box: np.ndarray, size: int) -> Fields:
-        """`fields` (on the canvas of `canvas_box`) on the size x size crop of the integer `box`."""
+    def crop_to_canvas(self, canvas_box: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+        """The affine map (2x3) from the size x size crop of the integer `box` to the canvas of
+        `canvas_box` (pixel centres at integers on both grids)."""
         cw, ch = canvas_box[2] - canvas_box[0], canvas_box[3] - canvas_box[1]
         bw, bh = box[2] - box[0], box[3] - box[1]
         ax, ay = bw * self.side / (size * cw), bh * self.side / (size * ch)  # crop px -> canvas px
         bx = ((box[0] - canvas_box[0]) + 0.5 * bw / size) * self.side / cw - 0.5
         by = ((box[1] - canvas_box[1]) + 0.5 * bh / size) * self.side / ch - 0.5
-        m = np.array([[ax, 0, bx], [0, ay, by]], np.float64)
+        return np.array([[ax, 0, bx], [0, ay, by]], np.float64)
+
+    def fields_in(self, fields: Fields, canvas_box: np.ndarray, box: np.ndarray, size: int) -> Fields:
+        """`fields` (on the canvas of `canvas_box`) on the size x size crop of the integer `box`."""
+        m = self.crop_to_canvas(canvas_box, box, size)
+        ax, ay = m[0, 0], m[1, 1]
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
         def resample(x, outside):

@@ -5,6 +5,8 @@ PSNR / SSIM gain over the blurry input (issue 22).
     python benchmarks/learning.py --budgets 2 5 --models unet       # a quick look
     python benchmarks/learning.py --preset none --paper-size --budgets 2.5   # the GPU check's paper size
     python benchmarks/learning.py --replot reports/learning         # redraw learning.png from learning.json
+    python benchmarks/learning.py --models unet --budgets 2 4 8 --fit-ceiling talking-WDA_KatieHill_000
+                                                                    # how far the budget fits one face (not a result)
 
 Each model trains once, for the largest budget, with the params.yaml section of its stage (the
 preset applied), the stage's task, augmentation and sampler, on the training items decoded once
@@ -202,18 +204,29 @@ def build(model: str, params: dict, runtime):
     return None, hg_cfg.loop, "middle", HourglassTask(hg_cfg, runtime, DistEnv())
 
 
-def datasets(root: Path, loop, target: str) -> tuple[FaceDeblurDataset, FaceDeblurDataset]:
+def datasets(root: Path, loop, target: str, ceiling: str | None = None) -> tuple[FaceDeblurDataset, FaceDeblurDataset]:
+    """The training items (preloaded) and the validation video's. With `ceiling`, a test video:
+    its own windows train and nothing is held out, so the last weights are scored on the windows
+    they were fitted to. That is a ceiling on what the budget can fit on one face, not a result."""
+    if ceiling is not None:
+        rows = [r for r in training_rows(root, loop.methods, split="test") if r["video_id"] == ceiling]
+        if not rows:
+            raise SystemExit(f"--fit-ceiling {ceiling}: no windows of that video in the test split")
+        train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
+        return train.preload(progress=False), FaceDeblurDataset([], root, target=target, resolution=loop.resolution)
     rows, held = training_and_validation_rows(root, loop.methods, loop.validation_video)
     train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
     return train.preload(progress=False), FaceDeblurDataset(held, root, target=target, resolution=loop.resolution)
 
 
-def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution):
+def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution,
+              ceiling: str | None = None):
     task, loop, target, hourglass = build(model, params, runtime)
     started = time.perf_counter()
-    train, held = datasets(root, loop, target)
+    train, held = datasets(root, loop, target, ceiling)
     print(f"{model}: {len(train)} training items preloaded ({train.preloaded_bytes / 2**20:.0f} MiB) in "
-          f"{time.perf_counter() - started:.0f} s; validation video {loop.validation_video} ({len(held)} windows)",
+          f"{time.perf_counter() - started:.0f} s; " + (f"fit ceiling: training on the test video {ceiling}, no validation"
+          if ceiling else f"validation video {loop.validation_video} ({len(held)} windows)"),
           flush=True)
     clock, marks = Clock(), [60 * b for b in sorted(budgets)]
     if hourglass is not None:  # Chrysos: the hourglass for half the first budget, then the generator
@@ -226,7 +239,7 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
         gan_cfg = ChrysosGANConfig.from_params(params["train_chrysos_gan"]).at_resolution(train.image_size)
         task = ChrysosGANTask(gan_cfg, runtime, DistEnv(), hourglass.hourglass)
         loop = gan_cfg.loop
-        train, held = datasets(root, loop, target)
+        train, held = datasets(root, loop, target, ceiling)
     trainer = Trainer(task, loop, runtime, train, held)
     results = []
     for mark in marks:
@@ -341,6 +354,8 @@ def main(argv=None) -> None:
     p.add_argument("--train-samples", type=int, default=120, help="training windows scored for the fit")
     p.add_argument("--paper-size", action="store_true", help="paper-size networks, 256 images and crops, batch 8")
     p.add_argument("--unet", default="width=16,depth=3,lr=5e-4,loss=l1", help="the reference U-Net's settings")
+    p.add_argument("--fit-ceiling", metavar="VIDEO", default=None,
+                   help="train on this test video's own windows, no validation: how far the budget can fit one face")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="reports/learning")
     args = p.parse_args(argv)
@@ -371,7 +386,7 @@ def main(argv=None) -> None:
           f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
     results = []
     for model in args.models:
-        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution)
+        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution, args.fit_ceiling)
     flat = []
     for r in results:
         row = {k: r[k] for k in ("model", "minutes", "steps", "chosen_step", "validation_gain", "data_wait_share")}

@@ -52,7 +52,8 @@ def test_embedded_samples_put_strong_motion_in_test():
     test = sorted(v for v, s in split.items() if s == "test")
     assert test == sorted(params["test_videos"]) == [
         "motion-obama_weekly_address", "motion-white_house_performance", "talking-WDA_KatieHill_000"]
-    # strong motion trains too: the oval office address and three of the four repeat-free talking clips
+    # strong motion trains too: the oval office address and five of the six repeat-free talking clips
     assert split["motion-oval_office_address"] == "train"
     assert sorted(v for v, s in split.items() if v.startswith("talking-") and s == "train") == [
-        "talking-RD_Radio34_000", "talking-WDA_BobMenendez_000", "talking-WDA_EdMarkey0_000"]
+        "talking-RD_Radio2_000", "talking-RD_Radio34_000", "talking-WDA_AlexandriaOcasioCortez_000",
+        "talking-WDA_BobMenendez_000", "talking-WDA_EdMarkey0_000"]

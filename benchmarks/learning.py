@@ -208,13 +208,12 @@ def datasets(root: Path, loop, target: str, ceiling: str | None = None) -> tuple
     """The training items (preloaded) and the validation video's. With `ceiling`, a test video:
     its own windows train and nothing is held out, so the last weights are scored on the windows
     they were fitted to. That is a ceiling on what the budget can fit on one face, not a result."""
-    if ceiling is not None:
-        rows = [r for r in training_rows(root, loop.methods, split="test") if r["video_id"] == ceiling]
+    if ceiling is None:
+        rows, held = training_and_validation_rows(root, loop.methods, loop.validation_video)
+    else:
+        rows, held = [r for r in training_rows(root, loop.methods, split="test") if r["video_id"] == ceiling], []
         if not rows:
             raise SystemExit(f"--fit-ceiling {ceiling}: no windows of that video in the test split")
-        train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
-        return train.preload(progress=False), FaceDeblurDataset([], root, target=target, resolution=loop.resolution)
-    rows, held = training_and_validation_rows(root, loop.methods, loop.validation_video)
     train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
     return train.preload(progress=False), FaceDeblurDataset(held, root, target=target, resolution=loop.resolution)
 

@@ -85,7 +85,7 @@ REPORT="$ROOT/landmarks_report.json"; [[ -f "$REPORT" ]] || REPORT=data/landmark
 if (( TINY )); then SAMPLES=8; SIZE=""; else SAMPLES=60; SIZE="--paper-size"; fi
 status "4a. the CPU configuration (64 x 64), ${CPU_MINUTES} min per model, then PSNR/SSIM against the blurry input"
 python benchmarks/learning.py --budgets "$CPU_MINUTES" --root "$ROOT" --landmarks-report "$REPORT" \
-  --test-samples "$SAMPLES" --train-samples "$SAMPLES" --unet width=16,depth=3,lr=5e-4,loss=mse \
+  --test-samples "$SAMPLES" --train-samples "$SAMPLES" \
   --out "$WORK/learning_cpu" 2>&1 | grep -v "Warning\|sched.step" | tee "$WORK/learning_cpu.txt"
 status "4b. paper size (256 x 256), ${MINUTES} min per model"
 python benchmarks/learning.py $SIZE --preset none --models cfmd chrysos --budgets "$MINUTES" --root "$ROOT" \

@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from pipeline.dataset.holds import repeat_free_videos  # noqa: E402
 from pipeline.eval.selection import centre_position, load_for_eval, spread_over_n  # noqa: E402
 from pipeline.eval.tables import scoreboard  # noqa: E402
 from pipeline.metrics.pixel import psnr, ssim  # noqa: E402
@@ -330,9 +331,8 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
 
 def repeat_free_test_videos(rows: list[dict], landmarks_report: Path) -> list[str]:
     """Test videos without held frames (the landmarks stage's cadence `none`)."""
-    holds = {v: r.get("holds", {}) for v, r in json.loads(landmarks_report.read_text()).get("videos", {}).items()} \
-        if landmarks_report.is_file() else {}
-    return sorted({r["video_id"] for r in rows if holds.get(r["video_id"], {}).get("cadence") == "none"})
+    free = repeat_free_videos(landmarks_report)
+    return sorted({r["video_id"] for r in rows if r["video_id"] in free})
 
 
 def main(argv=None) -> None:

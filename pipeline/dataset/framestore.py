@@ -97,6 +97,43 @@ def concatenate_stores(parts: list[Path], out: Path) -> None:
         part.unlink()
 
 
+def write_subset(src: str | Path, frames, dst: str | Path, encode=None) -> int:
+    """A store holding only `frames` of the store at `src` (each must be in it), written to `dst`
+    with its index, for carrying part of a dataset (benchmarks/gpu_pack.py packs a window subset of
+    long clips). Without `encode` the encoded bytes are copied; with it (image -> bytes in any
+    format cv2.imdecode reads, e.g. lossless WebP: half fpng's size) each region is re-encoded and
+    decoded back, and a region that does not read back bit-identical is refused. Returns the bytes
+    written (store + index)."""
+    src, dst = Path(src), Path(dst)
+    t = pq.read_table(index_path(src))
+    cols = {k: t[k].to_numpy().astype(np.int64) for k in INDEX_SCHEMA.names}
+    where = {int(f): i for i, f in enumerate(cols["frame"])}
+    missing = sorted(int(f) for f in frames if int(f) not in where)
+    if missing:
+        raise KeyError(f"{src}: frames {missing[:5]} are not in this store")
+    rows = np.array(sorted(where[int(f)] for f in set(frames)), np.int64)
+    out = {k: v[rows] for k, v in cols.items()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    lengths = []
+    with open(src, "rb") as f, open(dst, "wb") as g:
+        for frame, offset, length in zip(out["frame"], out["offset"], out["length"]):
+            f.seek(int(offset))
+            data = f.read(int(length))
+            if len(data) != int(length):
+                raise IOError(f"{src}: frame {frame} cut short at offset {int(offset)} (store truncated)")
+            if encode is not None:
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                data = bytes(encode(image))
+                if not np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), image):
+                    raise ValueError(f"{src}: frame {frame} does not read back identical after re-encoding")
+            g.write(data)
+            lengths.append(len(data))
+    out["length"] = np.asarray(lengths, np.int64)
+    out["offset"] = np.cumsum(out["length"]) - out["length"]
+    _write_index(dst, out)
+    return dst.stat().st_size + index_path(dst).stat().st_size
+
+
 class FrameStore:
     """Random access to a store's regions: `region(frame) -> (BGR image, origin, frame_size)`."""
 

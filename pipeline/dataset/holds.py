@@ -26,7 +26,9 @@ and 97% / 93% of those held pairs.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -119,6 +121,14 @@ def cadence(repeat: np.ndarray) -> dict:
     else:
         out["cadence"] = "irregular"
     return out
+
+
+def repeat_free_videos(landmarks_report: str | Path) -> set[str]:
+    """The videos the landmarks stage's report (data/landmarks/report.json) found without held
+    frames (cadence `none`); none when the report is missing or older than hold detection."""
+    path = Path(landmarks_report)
+    videos = json.loads(path.read_text()).get("videos", {}) if path.is_file() else {}
+    return {v for v, r in videos.items() if (r.get("holds") or {}).get("cadence") == "none"}
 
 
 def _pattern(holds: np.ndarray, max_period: int = 6, agreement: float = 0.8) -> str:

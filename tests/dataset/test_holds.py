@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import GRID, MOTION, VIDEOS, annotated_sequence, dlib_points, read_frames, run_stages, write_clip
-from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, picture_view, pictures, repeats
+from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, picture_view, pictures, repeat_free_videos, repeats
 from pipeline.manifest import load_sample, read_manifests
 
 TALKING = VIDEOS / "talking"
@@ -188,3 +188,11 @@ def test_both_modes_give_the_same_bytes_on_repeat_free_footage(pulldown_runs):
     a, b = pulldown_runs["original", "pictures"], pulldown_runs["original", "frames"]
     for rel in sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file()):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_repeat_free_videos_from_the_landmarks_report(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"videos": {"a": {"holds": {"cadence": "none"}}, "b": {"holds": {"cadence": "2:2"}},
+                                             "c": {}}}))
+    assert repeat_free_videos(report) == {"a"}
+    assert repeat_free_videos(tmp_path / "missing.json") == set()

@@ -5,6 +5,8 @@ PSNR / SSIM gain over the blurry input (issue 22).
     python benchmarks/learning.py --budgets 2 5 --models unet       # a quick look
     python benchmarks/learning.py --preset none --paper-size --budgets 2.5   # the GPU check's paper size
     python benchmarks/learning.py --replot reports/learning         # redraw learning.png from learning.json
+    python benchmarks/learning.py --budgets 10 --set 'train_*.colour=[0.7,1.0]' --set 'train_*.methods=[fixed,vla]'
+                                                                    # params overrides after the preset
     python benchmarks/learning.py --models unet --budgets 2 4 8 --fit-ceiling talking-WDA_KatieHill_000
                                                                     # how far the budget fits one face (not a result)
 
@@ -92,7 +94,7 @@ class Trainer:
         self.per_epoch = max(1, (loop.epoch_samples or len(dataset)) // loop.batch_size)
         self.sampler = EpochSampler(len(dataset), self.per_epoch * loop.batch_size, loop.seed)
         self.loader = make_loader(dataset, self.sampler, loop.batch_size, 0, loop.seed)
-        self.augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
+        self.augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip, loop.colour)
         self.validator = Validation(task, validation, runtime) if validation is not None and len(validation) else None
         if self.validator is not None:
             self.validator.step(0)  # the start is a candidate, as in fit()
@@ -238,8 +240,11 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
             hg_trainer.validator.restore_best()
         gan_cfg = ChrysosGANConfig.from_params(params["train_chrysos_gan"]).at_resolution(train.image_size)
         task = ChrysosGANTask(gan_cfg, runtime, DistEnv(), hourglass.hourglass)
+        same_data = all(getattr(gan_cfg.loop, k) == getattr(loop, k)
+                        for k in ("methods", "validation_video", "degrade", "resolution"))
         loop = gan_cfg.loop
-        train, held = datasets(root, loop, target, ceiling)
+        if not same_data:  # the generator's section reads other windows or sizes: its own items
+            train, held = datasets(root, loop, target, ceiling)
     trainer = Trainer(task, loop, runtime, train, held)
     results = []
     for mark in marks:
@@ -324,8 +329,7 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
                             cv2.line(image, p0, p1, colour, 1)
                 for p in points:
                     cv2.circle(image, p, 3, colour, -1)
-            cv2.putText(image, model, (ox + width - pad - 60, pad + 16 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
-                        colour, 1)
+            cv2.putText(image, model, (ox + pad + 70 * i, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1)  # above the box
     cv2.imwrite(str(path), image)
 
 
@@ -333,6 +337,23 @@ def repeat_free_test_videos(rows: list[dict], landmarks_report: Path) -> list[st
     """Test videos without held frames (the landmarks stage's cadence `none`)."""
     free = repeat_free_videos(landmarks_report)
     return sorted({r["video_id"] for r in rows if r["video_id"] in free})
+
+
+def parse_override(text: str, params: dict) -> dict:
+    """`section.key.subkey=VALUE` (VALUE as YAML; the section an fnmatch pattern) as a nested overlay."""
+    import fnmatch
+
+    import yaml
+
+    path, sep, value = text.partition("=")
+    keys = path.split(".")
+    sections = fnmatch.filter(params, keys[0])
+    if not sep or len(keys) < 2 or not sections:
+        raise SystemExit(f"--set {text}: expected SECTION.KEY=VALUE with SECTION one of the params sections")
+    leaf = yaml.safe_load(value)
+    for key in reversed(keys[1:]):
+        leaf = {key: leaf}
+    return {section: leaf for section in sections}
 
 
 def main(argv=None) -> None:
@@ -352,6 +373,9 @@ def main(argv=None) -> None:
     p.add_argument("--test-samples", type=int, default=None, help="test windows scored (spread over N; default all)")
     p.add_argument("--train-samples", type=int, default=120, help="training windows scored for the fit")
     p.add_argument("--paper-size", action="store_true", help="paper-size networks, 256 images and crops, batch 8")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a params override after the preset, as dvc exp run -S (VALUE is YAML; SECTION may be a "
+                        "pattern: train_*.colour=[0.7,1.0]); repeatable")
     p.add_argument("--unet", default="width=16,depth=3,lr=5e-4,loss=mse",
                    help="the reference U-Net's settings (MSE: the loss the README table was measured with)")
     p.add_argument("--fit-ceiling", metavar="VIDEO", default=None,
@@ -367,6 +391,8 @@ def main(argv=None) -> None:
         params = merged(params, yaml.safe_load(Path(args.preset).read_text()) or {})
     if args.paper_size:
         params = merged(params, PAPER)
+    for override in args.set:
+        params = merged(params, parse_override(override, params))
     unet = dict(kv.split("=") for kv in args.unet.split(","))
     params["_reference"] = {"width": int(unet["width"]), "depth": int(unet["depth"]), "lr": float(unet["lr"]),
                             "loss": unet["loss"]}

@@ -50,6 +50,7 @@ class LoopConfig:
     resolution: int | None = None  # images area-downscaled to this on load (None: the dataset's crop.size)
     scale: tuple[float, float] = (1.0, 1.5)
     flip: bool = False
+    colour: Any = None  # [low, high]: random channel order and RGB gains per sample (pipeline.train.augment); null: off
     log_every: int = 1
     checkpoint_every: int = 0  # 0: only when interrupted
     degrade: Any = None  # sensor realism of the blurry input (pipeline.train.degrade); null: off
@@ -64,6 +65,14 @@ class LoopConfig:
         if not isinstance(self.degrade, Degrade):
             object.__setattr__(self, "degrade", Degrade.from_params(self.degrade))
         object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
+        if self.colour is not None:
+            try:
+                low, high = (float(g) for g in self.colour)
+            except (TypeError, ValueError):
+                raise ValueError(f"colour = {self.colour!r}: must be [low, high] gains (or null: off)") from None
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"colour = {list(self.colour)}: must be [low, high] with 0 < low <= high <= 1")
+            object.__setattr__(self, "colour", (low, high))
         for key in ("steps", "epochs", "batch_size", "log_every", "epoch_samples"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} = {getattr(self, key)}: must be >= 1"

@@ -258,7 +258,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     # items in memory are an array copy away: worker processes would only add their start-up
     loader = make_loader(dataset, sampler, loop.batch_size, 0 if preloaded else workers.num_workers, loop.seed,
                          pin_memory=runtime.device.type == "cuda")
-    augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip)
+    augment = RandomScaleCrop(loop.crop_size, loop.scale, loop.flip, loop.colour)
     own_log = not isinstance(live, TrainLog)  # given a directory: open and end the log here
     trainlog = (TrainLog(live) if own_log else live).start(start, enabled=env.is_main)
     bar = tqdm(total=total, initial=start, desc=desc, disable=not env.is_main, dynamic_ncols=True)

@@ -115,6 +115,56 @@ def test_flip_mirrors_both_images_and_remaps_u(small_run, rows):
         assert flipped.u[i] == (1 - batch.u[i] if m else batch.u[i])
 
 
+def _scaled_source(channel: torch.Tensor, sources: torch.Tensor) -> tuple[int, float] | None:
+    """(k, gain) with channel == gain * sources[k], if there is one."""
+    for k in range(len(sources)):
+        gain = (channel.sum() / sources[k].sum()).item()
+        if torch.allclose(channel, sources[k] * gain, atol=1e-5):
+            return k, gain
+    return None
+
+
+def test_colour_change_keeps_the_blurry_image_the_mean_of_its_frames(small_run, rows):
+    """Real samples: a channel permutation and gains per sample, the same for the blurry image and
+    all its sharp frames, so the blurry image stays their mean (to within its stored rounding)."""
+    picked = rows[:: max(1, len(rows) // 4)][:4]
+    n = min(r["n_frames"] for r in picked)
+    stacks = []
+    for row in picked:
+        blurry, sharp = load_sample(row, small_run)
+        assert len(sharp) == row["n_frames"]
+        stacks.append(np.concatenate([blurry[None], sharp[:n]]) if n == row["n_frames"] else None)
+    stacks = [x for x in stacks if x is not None]  # rows of the smallest N: blurry = mean of all n frames
+    assert stacks
+    images = torch.from_numpy(np.stack(stacks)).permute(0, 1, 4, 2, 3).flatten(1, 2).float() / 255
+
+    def error(x):
+        return (x[:, :3] - x[:, 3:].unflatten(1, (n, 3)).mean(1)).abs().max()
+
+    out = RandomScaleCrop(64, colour=(0.5, 1.0)).recolour(images, torch.Generator().manual_seed(3))
+    assert error(images) < 1 / 255 and error(out) <= error(images) + 1e-6  # linear: no new error
+    assert not torch.equal(out, images)
+    for i in range(len(images)):  # each channel: one source channel times one gain, for every image
+        for c in range(3):
+            k, gain = _scaled_source(out[i, c], images[i, :3])
+            assert 0.5 - 1e-5 <= gain <= 1 + 1e-5
+            for f in range(1, n + 1):
+                assert torch.allclose(out[i, 3 * f + c], images[i, 3 * f + k] * gain, atol=1e-5)
+
+
+def test_colour_is_off_by_default_and_checked(small_run, rows):
+    batch = real_batch(small_run, rows, "middle")
+    plain = RandomScaleCrop(64, (1.0, 1.0), flip=True)(batch, torch.Generator().manual_seed(4))
+    coloured = RandomScaleCrop(64, (1.0, 1.0), flip=True, colour=(0.7, 1.0))(batch, torch.Generator().manual_seed(4))
+    for i in range(len(plain.blurry)):  # the same crop and flip (drawn first), then the colour
+        assert all(_scaled_source(coloured.blurry[i, c], plain.blurry[i]) for c in range(3))
+    assert not torch.equal(plain.blurry, coloured.blurry)
+    assert LoopConfig().colour is None and LoopConfig(colour=[0.7, 1]).colour == (0.7, 1.0)
+    for bad in ([0, 1], [0.5, 1.2], [0.9, 0.8], "bright", [0.5]):
+        with pytest.raises(ValueError, match="colour"):
+            LoopConfig(colour=bad)
+
+
 # ---------------------------------------------------------------------- optimisation
 
 

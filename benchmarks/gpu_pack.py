@@ -108,6 +108,9 @@ def pack_manifest(table: pa.Table, root: Path, budget: int, video_cap: int, firs
     by_video: dict[str, list[dict]] = {}
     for row in table.to_pylist():
         by_video.setdefault(row["video_id"], []).append(row)
+    for video, rows in by_video.items():  # a store holds one video's frames (pipeline.dataset.framestore)
+        if len({r["sharp_store"] for r in rows}) != 1:
+            raise SystemExit(f"{video}: windows in several sharp stores; this packer cuts one store per video")
     stored = stored_frame_cost(root)
     whole = {v: windows_in_span(rows, root, 1 << 62, stored)[2] for v, rows in by_video.items()}
     order = [v for v in first if v in by_video] + sorted((v for v in by_video if v not in first), key=whole.get)

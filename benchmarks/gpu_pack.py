@@ -90,15 +90,8 @@ def windows_in_span(rows: list[dict], root: Path, cap: int, frame_cost) -> tuple
 
 
 def stored_frame_cost(root: Path):
-    """Bytes a frame region takes in the dataset's own store (from its index)."""
-    lengths = {}
-
-    def cost(store: str, frame: int) -> int:
-        if store not in lengths:
-            index = pq.read_table(index_path(root / store))
-            lengths[store] = dict(zip(index["frame"].to_pylist(), index["length"].to_pylist()))
-        return lengths[store][frame]
-    return cost
+    """Bytes a frame region takes in the dataset's own store."""
+    return lambda store, frame: open_store(root / store).nbytes(frame)
 
 
 def pack_manifest(table: pa.Table, root: Path, budget: int, video_cap: int, first: list[str], frame_cost):

@@ -64,6 +64,12 @@ class FrameStoreWriter:
         _write_index(self.path, {k: np.frombuffer(v, np.int64) for k, v in self._rows.items()})
 
 
+def _read_index(store_path: Path) -> dict[str, np.ndarray]:
+    """The store's index as int64 columns (INDEX_SCHEMA's names)."""
+    t = pq.read_table(index_path(store_path))
+    return {k: t[k].to_numpy().astype(np.int64) for k in INDEX_SCHEMA.names}
+
+
 def _write_index(store_path: Path, cols: dict[str, np.ndarray]) -> None:
     """The store's index from int64 columns (INDEX_SCHEMA's names)."""
     table = {k: pa.array(np.asarray(cols[k], np.int64)).cast(INDEX_SCHEMA.field(k).type) for k in INDEX_SCHEMA.names}
@@ -78,8 +84,7 @@ def concatenate_stores(parts: list[Path], out: Path) -> None:
     offset, last = 0, -1
     with open(out, "wb") as f:
         for part in parts:
-            t = pq.read_table(index_path(part))
-            part_cols = {k: t[k].to_numpy().astype(np.int64) for k in INDEX_SCHEMA.names}
+            part_cols = _read_index(part)
             size = part.stat().st_size
             if len(part_cols["frame"]) and (part_cols["frame"][0] <= last or
                                             int(part_cols["length"].sum()) != size):
@@ -105,8 +110,7 @@ def write_subset(src: str | Path, frames, dst: str | Path, encode=None) -> int:
     decoded back, and a region that does not read back bit-identical is refused. Returns the bytes
     written (store + index)."""
     src, dst = Path(src), Path(dst)
-    t = pq.read_table(index_path(src))
-    cols = {k: t[k].to_numpy().astype(np.int64) for k in INDEX_SCHEMA.names}
+    cols = _read_index(src)
     where = {int(f): i for i, f in enumerate(cols["frame"])}
     missing = sorted(int(f) for f in frames if int(f) not in where)
     if missing:
@@ -139,12 +143,15 @@ class FrameStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        t = pq.read_table(index_path(self.path))
-        self._index = {int(f): i for i, f in enumerate(t["frame"].to_pylist())}
-        self._cols = {k: t[k].to_numpy() for k in INDEX_SCHEMA.names}
+        self._cols = _read_index(self.path)
+        self._index = {int(f): i for i, f in enumerate(self._cols["frame"])}
 
     def __contains__(self, frame: int) -> bool:
         return int(frame) in self._index
+
+    def nbytes(self, frame: int) -> int:
+        """The encoded size of a frame's region in the store."""
+        return int(self._cols["length"][self._index[int(frame)]])
 
     def region(self, frame: int):
         try:

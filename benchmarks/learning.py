@@ -3,6 +3,7 @@ PSNR / SSIM gain over the blurry input (issue 22).
 
     python benchmarks/learning.py                                   # presets/cpu-proof.yaml; 10 30 60 min
     python benchmarks/learning.py --budgets 2 5 --models unet       # a quick look
+    python benchmarks/learning.py --models cfmd unet_centre         # CFMD-GAN beside a U-Net on its own target
     python benchmarks/learning.py --preset none --paper-size --budgets 2.5   # the GPU check's paper size
     python benchmarks/learning.py --replot reports/learning         # redraw learning.png from learning.json
     python benchmarks/learning.py --budgets 10 --set 'train_*.colour=[0.7,1.0]' --set 'train_*.methods=[fixed,vla]'
@@ -19,7 +20,8 @@ first half of the first budget, then its generator. One training video is held o
 (`pipeline.train.loop.Validation`). At each budget mark the kept weights are scored:
 
 - on the test split, each model against its target (CFMD-GAN: u = 0.5 against the centre FMR
-  frame, `centre_fmr`; Chrysos and the U-Net: the temporal middle frame, `middle`), with the
+  frame, `centre_fmr`; Chrysos and the U-Net: the temporal middle frame, `middle`; `unet_centre`,
+  the U-Net trained without flips on the centre FMR frame: `centre_fmr`, CFMD-GAN's like for like), with the
   evaluation's scoreboard (`pipeline.eval.tables.scoreboard`): every test video's gain over all
   its windows and over its blurriest third, the whole split's share of windows made worse by more
   than 0.1 dB, SSIM beside the blurry input's;
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -67,8 +70,7 @@ PAPER = {
                           "crop_size": 256, "batch_size": 8, "resolution": None},
     "evaluate": {"resolution": None},
 }
-TARGET = {"cfmd": "centre_fmr", "chrysos": "middle", "unet": "middle"}
-SECTION = {"cfmd": "train_cfmd", "chrysos": "train_chrysos_gan", "unet": "train_chrysos_hg"}
+TARGET = {"cfmd": "centre_fmr", "chrysos": "middle", "unet": "middle", "unet_centre": "centre_fmr"}
 
 
 def merged(section: dict, overlay: dict) -> dict:
@@ -200,10 +202,14 @@ def build(model: str, params: dict, runtime):
 
     hg_cfg = HourglassConfig.from_params(params["train_chrysos_hg"])
     checkpoint.seed_everything(hg_cfg.loop.seed)
-    if model == "unet":
+    if model in ("unet", "unet_centre"):
         from pipeline.models.unet import ReferenceTask
 
-        return ReferenceTask(runtime, **params["_reference"], lr_warmup=hg_cfg.loop.lr_warmup), hg_cfg.loop, "middle", None
+        task = ReferenceTask(runtime, **params["_reference"], lr_warmup=hg_cfg.loop.lr_warmup)
+        if model == "unet":
+            return task, hg_cfg.loop, "middle", None
+        # the centre FMR frame is not mirror-invariant (pipeline.train.data): no flips
+        return task, dataclasses.replace(hg_cfg.loop, flip=False), "centre", None
     return None, hg_cfg.loop, "middle", HourglassTask(hg_cfg, runtime, DistEnv())
 
 
@@ -284,7 +290,7 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
 
     width, height, pad = 460, 320, 55
     image = np.full((height, width * len(videos), 3), 255, np.uint8)
-    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220), "unet": (60, 160, 60)}
+    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220), "unet": (60, 160, 60), "unet_centre": (150, 40, 150)}
     x_max = max(r["minutes"] for r in results) * 1.1
     for panel, video in enumerate(videos):
         series = {(r["model"], key): [] for r in results for key in ("all", "blurriest_third")}
@@ -315,7 +321,8 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
                     cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1)
         cv2.putText(image, f"{high:+.3f}", (ox + 4, pad + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
         cv2.putText(image, f"{low:+.3f}", (ox + 4, height - pad), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
-        for i, model in enumerate(sorted({r["model"] for r in results})):
+        legend_x = ox + pad
+        for model in sorted({r["model"] for r in results}):
             colour = colours.get(model, (0, 0, 0))
             for key in ("all", "blurriest_third"):
                 points = [px(m, g) for m, g in series[(model, key)] if g is not None]
@@ -329,7 +336,8 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
                             cv2.line(image, p0, p1, colour, 1)
                 for p in points:
                     cv2.circle(image, p, 3, colour, -1)
-            cv2.putText(image, model, (ox + pad + 70 * i, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1)  # above the box
+            cv2.putText(image, model, (legend_x, pad - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1)  # above the box
+            legend_x += cv2.getTextSize(model, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0] + 16
     cv2.imwrite(str(path), image)
 
 
@@ -365,7 +373,9 @@ def main(argv=None) -> None:
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", type=float, nargs="+", default=[10, 30, 60], help="CPU minutes at which to score")
-    p.add_argument("--models", nargs="+", default=["cfmd", "chrysos", "unet"], choices=["cfmd", "chrysos", "unet"])
+    p.add_argument("--models", nargs="+", default=["cfmd", "chrysos", "unet"], choices=list(TARGET),
+                   help="unet_centre: the reference U-Net trained and scored on CFMD-GAN's target, the centre FMR frame "
+                        "(without flips)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--preset", default="presets/cpu-proof.yaml", help="overrides applied to params ('none': none)")
     p.add_argument("--root", default="data/dataset")

@@ -41,8 +41,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from pipeline.dataset.manifest import _read_rgb, load_sharp, middle_position
-from pipeline.eval.selection import centre_position, spread_over_n
+from pipeline.dataset.manifest import _read_rgb, centre_position, load_sharp, middle_position
+from pipeline.eval.selection import spread_over_n
 from pipeline.metrics.pixel import psnr
 from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.cfmd.losses import charbonnier, multiscale_charbonnier

@@ -296,6 +296,14 @@ def sample_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
     return sorted(table.to_pylist(), key=lambda r: r["sample_id"])
 
 
+CENTRE_U = 0.5  # CFMD-GAN's centre frame: the FMR frame whose u is nearest 0.5 (its Table 2)
+
+
+def centre_position(row: dict) -> int:
+    """FMR position whose u is nearest 0.5 (the first of two equally near, to 1e-6)."""
+    return int(np.round(np.abs(np.asarray(row["u"], np.float64) - CENTRE_U), 6).argmin())
+
+
 def middle_position(row: dict) -> int:
     """FMR position of the temporal middle frame, the ((N - 1) // 2)-th of the frame_indices in
     time order: start_frame + (N - 1) // 2 for a fixed window of consecutive frames; for a window

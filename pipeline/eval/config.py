@@ -20,7 +20,6 @@ log = logging.getLogger("evaluate")
 BASELINE = "blurry"
 TABLES = {"cfmd": ("all_u", "centre_fmr", "centre_middle"), "chrysos": ("middle",)}
 MAIN_TABLE = {"cfmd": "all_u", "chrysos": "middle"}
-CENTRE_U = 0.5
 
 
 

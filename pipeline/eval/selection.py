@@ -11,8 +11,8 @@ from typing import Iterable
 import numpy as np
 import pyarrow.compute as pc
 
-from pipeline.dataset.manifest import load_at, middle_position, read_manifests
-from pipeline.eval.config import BASELINE, CENTRE_U, EvalConfig
+from pipeline.dataset.manifest import CENTRE_U, centre_position, load_at, middle_position, read_manifests
+from pipeline.eval.config import BASELINE, EvalConfig
 from pipeline.sheets import spread
 
 
@@ -49,11 +49,6 @@ def select_rows(root: str | Path, cfg: EvalConfig) -> tuple[dict[str, list[dict]
         available[method] = len(rows)
         chosen[method] = spread_over_n(rows, cfg.quota(method))
     return chosen, available
-
-
-def centre_position(row: dict) -> int:
-    """FMR position whose u is nearest 0.5 (the first of two equally near, to 1e-6)."""
-    return int(np.round(np.abs(np.asarray(row["u"], np.float64) - CENTRE_U), 6).argmin())
 
 
 @dataclass(frozen=True)

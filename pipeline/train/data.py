@@ -6,7 +6,12 @@ decoded, with `load_sharp`):
 - target "moment" (CFMD-GAN): a random FMR position k; u = row.u[k];
 - target "middle" (Chrysos et al.): the temporal middle frame, whose source index is
   start_frame + (N - 1) // 2 for fixed windows and the middle of the sorted frame_indices for
-  VLA samples.
+  VLA samples;
+- target "centre": the FMR frame whose u is nearest 0.5, what CFMD-GAN's `centre_fmr` table
+  scores (the reference U-Net of benchmarks/learning.py trains on it to be CFMD-GAN's like for
+  like). It is not mirror-invariant: FMR re-sorts a mirrored window's frames by (-x, y, time),
+  and where eye-corner x values tie (dlib's landmarks are whole pixels) the mirrored window's
+  centre is another frame: in 60% of the embedded fixed training windows. Train it without flips.
 
 Items also carry `u_flip`, the u the same frame gets once the image is mirrored (see
 `flipped_position`), so the augmentation can flip without knowing the row.
@@ -35,9 +40,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pipeline.dataset.manifest import _read_rgb, downscale, load_at, middle_position, sample_rows
+from pipeline.dataset.manifest import _read_rgb, centre_position, downscale, load_at, middle_position, sample_rows
 
-TARGETS = ("moment", "middle")
+TARGETS = ("moment", "middle", "centre")
+ONE_FRAME = {"middle": middle_position, "centre": centre_position}  # targets of one fixed frame per row
 
 
 def training_rows(root: str | Path, methods, split: str = "train") -> list[dict]:
@@ -120,13 +126,13 @@ class FaceDeblurDataset(Dataset):
         return len(self.rows)
 
     def position(self, row: dict, seed: int) -> int:
-        if self.target == "middle":
-            return middle_position(row)
+        if self.target in ONE_FRAME:
+            return ONE_FRAME[self.target](row)
         return int(np.random.default_rng(seed).integers(row["n_frames"]))
 
     def positions(self, row: dict) -> list[int]:
-        """The FMR positions this target can draw: every frame (moment) or the middle one."""
-        return [middle_position(row)] if self.target == "middle" else list(range(row["n_frames"]))
+        """The FMR positions this target can draw: every frame (moment) or its one frame."""
+        return [ONE_FRAME[self.target](row)] if self.target in ONE_FRAME else list(range(row["n_frames"]))
 
     def load(self, index: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """The row's blurry image and its sharp frames at `positions`, at the training resolution."""
@@ -164,7 +170,7 @@ class FaceDeblurDataset(Dataset):
         k = self.position(row, seed)
         if self._cache is not None:
             blurry, frames = self._cache[index]
-            sharp = frames[0 if self.target == "middle" else k]
+            sharp = frames[0 if self.target in ONE_FRAME else k]
         else:
             blurry, frames = self.load(index, [k])
             sharp = frames[0]

@@ -15,9 +15,9 @@ import yaml
 from conftest import deep_update, reference_ssim, repo_params
 from pipeline.eval.config import BASELINE, EvalConfig
 from pipeline.eval.scoring import evaluate
-from pipeline.eval.selection import Pair, centre_position, plan, spread_over_n
+from pipeline.eval.selection import Pair, plan, spread_over_n
 from pipeline.eval.tables import summary
-from pipeline.dataset.manifest import load_sample, middle_position, read_manifests
+from pipeline.dataset.manifest import centre_position, load_sample, middle_position, read_manifests
 
 TINY = {
     "train_cfmd": {"generator": {"base_width": 8, "num_blocks": 1, "mapping_width": 8, "mapping_layers": 2},

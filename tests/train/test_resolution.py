@@ -70,7 +70,7 @@ def test_evaluation_resolution_is_validated():
         EvalConfig.from_params({"resolution": 40})
 
 
-@pytest.mark.parametrize("target", ["moment", "middle"])
+@pytest.mark.parametrize("target", ["moment", "middle", "centre"])
 @pytest.mark.parametrize("resolution", [None, 64])
 def test_preloaded_items_are_the_loaders_bytes(small_run, rows, target, resolution):
     plain = FaceDeblurDataset(rows, small_run, target, resolution=resolution)

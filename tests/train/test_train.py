@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO, repo_params
 from test_live import read_log
-from pipeline.dataset.manifest import load_sample
+from pipeline.dataset.manifest import centre_position, load_sample
 from pipeline.models.chrysos.hourglass import StackedHourglass
 from pipeline.train import checkpoint
 from pipeline.train.augment import RandomScaleCrop
@@ -73,6 +73,23 @@ def test_middle_items_are_the_temporal_middle_frame(small_run, rows):
         assert np.array_equal(item["sharp"].permute(1, 2, 0).numpy(), load_sample(row, small_run)[1][k])
     vla = {"method": "vla", "n_frames": 6, "start_frame": 3, "frame_indices": [5, 3, 4, 6, 8, 7]}
     assert vla["frame_indices"][middle_position(vla)] == 5  # sorted [3..8], index (6 - 1) // 2
+
+
+def test_centre_items_are_the_centre_fmr_frame(small_run, rows):
+    """The target CFMD-GAN's centre_fmr table scores (u nearest 0.5), whatever the item seed; on
+    these windows it is not always the temporal middle frame, so the two targets differ."""
+    dataset = FaceDeblurDataset(rows, small_run, "centre")
+    differs = 0
+    for index in range(0, len(rows), max(1, len(rows) // 8)):
+        row = rows[index]
+        k = centre_position(row)
+        assert abs(row["u"][k] - 0.5) == min(abs(u - 0.5) for u in row["u"])
+        for seed in (0, 7):
+            item = dataset[(index, seed)]
+            assert item["position"] == k and item["u"].item() == pytest.approx(row["u"][k])
+            assert np.array_equal(item["sharp"].permute(1, 2, 0).numpy(), load_sample(row, small_run)[1][k])
+        differs += k != middle_position(row)
+    assert differs > 0
 
 
 def test_flip_re_sorts_fmr_positions():

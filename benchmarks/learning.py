@@ -47,7 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from pipeline.dataset.holds import repeat_free_videos  # noqa: E402
-from pipeline.eval.selection import centre_position, load_for_eval, spread_over_n  # noqa: E402
+from pipeline.dataset.manifest import centre_position, middle_position  # noqa: E402
+from pipeline.eval.selection import load_for_eval, spread_over_n  # noqa: E402
 from pipeline.eval.tables import scoreboard  # noqa: E402
 from pipeline.metrics.pixel import psnr, ssim  # noqa: E402
 from pipeline.models.common import to_float, to_uint8  # noqa: E402
@@ -56,7 +57,7 @@ from pipeline.stage import load_params  # noqa: E402
 from pipeline.train import checkpoint  # noqa: E402
 from pipeline.train.augment import RandomScaleCrop  # noqa: E402
 from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,  # noqa: E402
-                                 middle_position, training_and_validation_rows, training_rows)
+                                 training_and_validation_rows, training_rows)
 from pipeline.train.ddp import DistEnv  # noqa: E402
 from pipeline.train.loop import Validation  # noqa: E402
 from pipeline.train.optim import step_schedulers  # noqa: E402

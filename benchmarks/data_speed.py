@@ -307,20 +307,6 @@ def rerun_blur(workdir: Path, source: Path, interpolate: int) -> dict:
     return out
 
 
-def params_changes(settings: list[str]) -> dict:
-    """`["crop.resize=opencv", ...]` as a nested params dict (values parsed as YAML)."""
-    import yaml
-    out: dict = {}
-    for item in settings:
-        key, _, value = item.partition("=")
-        *path, last = key.split(".")
-        d = out
-        for k in path:
-            d = d.setdefault(k, {})
-        d[last] = yaml.safe_load(value)
-    return out
-
-
 def fmt_row(name, frames, samples, wall, rss):
     return (f"{name:<22}{frames / wall:>10.1f}{samples / wall:>11.1f}{wall:>9.2f}{rss:>10.0f}"
             f"   ({frames} frames, {samples} samples)")
@@ -400,6 +386,8 @@ def time_breakdown(catalog_path: Path, landmarks_dir: Path, video_id: str) -> di
 
 
 def main():
+    from pipeline.params import dotted_settings
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("videos", nargs="*", help="default: data/videos/grid/*.mpg data/videos/webcam/*.mp4")
     ap.add_argument("--max-videos", type=int, default=None, help="use at most this many videos")
@@ -440,7 +428,7 @@ def main():
     try:
         source = scratch / "src"
         prepare_source(videos, source, args.frames)
-        ours = run_ours(scratch / "ours", source, args.n_jobs, args.backend, changes=params_changes(args.set))
+        ours = run_ours(scratch / "ours", source, args.n_jobs, args.backend, changes=dotted_settings(args.set))
         print(f"\n{'stage':<22}{'frames/s':>10}{'samples/s':>11}{'wall s':>9}{'peak MiB':>10}")
         for s in STAGES:
             r = ours[s]

@@ -53,6 +53,7 @@ from pipeline.eval.tables import scoreboard  # noqa: E402
 from pipeline.metrics.pixel import psnr, ssim  # noqa: E402
 from pipeline.models.common import to_float, to_uint8  # noqa: E402
 from pipeline.models.device import resolve_runtime  # noqa: E402
+from pipeline.params import dotted_settings  # noqa: E402
 from pipeline.stage import load_params  # noqa: E402
 from pipeline.train import checkpoint  # noqa: E402
 from pipeline.train.augment import RandomScaleCrop  # noqa: E402
@@ -352,17 +353,13 @@ def parse_override(text: str, params: dict) -> dict:
     """`section.key.subkey=VALUE` (VALUE as YAML; the section an fnmatch pattern) as a nested overlay."""
     import fnmatch
 
-    import yaml
-
-    path, sep, value = text.partition("=")
+    path, sep, _ = text.partition("=")
     keys = path.split(".")
     sections = fnmatch.filter(params, keys[0])
     if not sep or len(keys) < 2 or not sections:
         raise SystemExit(f"--set {text}: expected SECTION.KEY=VALUE with SECTION one of the params sections")
-    leaf = yaml.safe_load(value)
-    for key in reversed(keys[1:]):
-        leaf = {key: leaf}
-    return {section: leaf for section in sections}
+    overlay = dotted_settings([text])[keys[0]]
+    return {section: overlay for section in sections}
 
 
 def main(argv=None) -> None:

@@ -480,3 +480,17 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def dotted_settings(settings: Iterable[str]) -> dict:
+    """`["crop.resize=opencv", "blur.fixed.stride=3"]` (as `dvc exp run -S`: values read as YAML)
+    as one nested params dict."""
+    out: dict = {}
+    for item in settings:
+        key, _, value = item.partition("=")
+        *path, last = key.split(".")
+        d = out
+        for k in path:
+            d = d.setdefault(k, {})
+        d[last] = yaml.safe_load(value)
+    return out

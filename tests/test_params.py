@@ -128,3 +128,12 @@ def test_load_params_names_a_missing_section(tmp_path):
     with pytest.raises(SystemExit, match="ingest: missing"):
         load_params("ingest", "compute", path=p)
     assert load_params("compute", path=p) == {"compute": {"n_jobs": 1}}
+
+
+def test_dotted_settings_nest_and_read_values_as_yaml():
+    from pipeline.params import dotted_settings
+
+    assert dotted_settings(["blur.fixed.stride=3", "blur.gamma=2.2", "train_cfmd.colour=[0.7, 1.0]",
+                            "crop.resize=opencv", "evaluate.resolution=null"]) == {
+        "blur": {"fixed": {"stride": 3}, "gamma": 2.2}, "train_cfmd": {"colour": [0.7, 1.0]},
+        "crop": {"resize": "opencv"}, "evaluate": {"resolution": None}}

@@ -370,6 +370,53 @@ SCHEMA: dict[str, Section] = {
 }
 
 
+# ------------------------------------------------------------------ network arguments
+# The constructor arguments of every network, as the training sections give them (`train_cfmd.generator`,
+# `train_chrysos_hg.hourglass`, ...) and as a weights file records them (`config.generator`, ...).
+# One schema for both: a bad param is refused when params.yaml is loaded, and a weights file whose
+# recorded config is out of range (resolution 40000, widths of "64" or -8) is refused before a
+# network is built from it. The upper bounds are far above the papers' sizes; they keep a damaged
+# or hostile file from asking for tens of gigabytes.
+
+TRAINING_RESOLUTION = Nullable(Int(ge=16, le=4096, multiple_of=16))
+NETWORKS: dict[str, Section] = {
+    "cfmd_generator": Section({
+        "base_width": Int(ge=8, le=256, multiple_of=4),  # SCM splits it in quarters
+        "num_blocks": Int(ge=1, le=64),
+        "mapping_width": Int(ge=1, le=1024),
+        "mapping_layers": Int(ge=1, le=64),
+        "attention_reduction": Int(ge=1, le=64),
+    }),
+    "cfmd_discriminator": Section({"width": Int(ge=1, le=512), "depth": Int(ge=1, le=8)}),
+    "hourglass": Section({
+        "n_stacks": Int(ge=1, le=16),
+        "depth": Int(ge=1, le=8),
+        "width": Int(ge=1, le=1024),
+        "in_channels": Choice(3),
+        "out_channels": Choice(3),
+        "residual": Bool(),
+    }),
+    "chrysos_generator": Section({
+        "width_multiplier": Float(gt=0, le=4),
+        "unet_skip_layers": Nullable(ListOf(Int(ge=1, le=7), unique=True)),
+        "output_tanh": Bool(),
+        "residual": Bool(),
+        "levels": Nullable(Int(ge=2, le=7)),
+        "sharp_skip": Bool(),
+        "residual_base": Choice("blurry", "hourglass"),
+    }),
+    "chrysos_discriminator": Section({"width_multiplier": Float(gt=0, le=4)}),
+}
+
+
+def check_network(network: str, arguments, where: str) -> dict:
+    """`arguments` (a mapping) checked against NETWORKS[network]; ParamError naming `where.key`."""
+    if not isinstance(arguments, Mapping):
+        _fail(where, arguments, "must be a section (key: value lines)")
+    NETWORKS[network].check(where, arguments)
+    return dict(arguments)
+
+
 # ------------------------------------------------------------------ sections with their own parsers
 
 

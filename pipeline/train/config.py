@@ -9,7 +9,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from pipeline.dataset.manifest import METHODS
-from pipeline.params import check_types
+from pipeline.params import check_network, check_types
+
+
+class TrainingSetupError(ValueError):
+    """What a training stage cannot start with (no training rows, too few for a batch, a test video
+    held out for validation, crop_size above the images, a missing or wrong input weights file): the
+    stage exits with this one line, naming the param or the file."""
 
 
 def take(cls, mapping: Mapping[str, Any] | None, where: str):
@@ -23,6 +29,37 @@ def take(cls, mapping: Mapping[str, Any] | None, where: str):
         return cls(**mapping)
     except ValueError as e:
         raise ValueError(f"{where}.{e}" if str(e).split(" ")[0] in mapping else f"{where}: {e}") from None
+
+
+def check_optimiser(own: Mapping[str, Any], name: str) -> None:
+    """Range checks of the optimiser keys a model section holds (types are checked by check_types):
+    lr > 0, betas in [0, 1), lr_decay in (0, 1], pixel_warmup >= 0. A negative lr or decay would
+    run gradient ascent and report success."""
+    if "lr" in own and not own["lr"] > 0:
+        raise ValueError(f"{name}.lr = {own['lr']}: must be > 0")
+    if "betas" in own and not all(0 <= b < 1 for b in own["betas"]):
+        raise ValueError(f"{name}.betas = {list(own['betas'])}: must be two numbers in [0, 1)")
+    if "lr_decay" in own and not 0 < own["lr_decay"] <= 1:
+        raise ValueError(f"{name}.lr_decay = {own['lr_decay']}: must be in (0, 1] (the lr is multiplied by it once "
+                         "per epoch; 1: constant)")
+    if own.get("pixel_warmup", 0) < 0:
+        raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
+
+
+def check_loss_weights(weights, name: str) -> None:
+    """Every loss weight >= 0 (a negative one maximises its error) and every epsilon > 0."""
+    for f in fields(weights):
+        value = getattr(weights, f.name)
+        if f.name.endswith("eps") and not value > 0:
+            raise ValueError(f"{name}.{f.name} = {value}: must be > 0")
+        if not value >= 0:
+            raise ValueError(f"{name}.{f.name} = {value}: must be >= 0 (0: the term is off)")
+
+
+def networks_of(own: dict, name: str, networks: Mapping[str, str]) -> dict[str, dict]:
+    """The network blocks of a section ({key: NETWORKS name}), each checked by pipeline.params's
+    schema (widths, depths, levels) and popped from `own`."""
+    return {key: check_network(network, own.pop(key, None) or {}, f"{name}.{key}") for key, network in networks.items()}
 
 
 def methods_of(value) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ from pipeline.models.cfmd.generator import CFMDGenerator
 from pipeline.models.cfmd.discriminator import DiscriminatorOutput, UNetDiscriminator
 
 from pipeline.train import ddp
-from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
+from pipeline.train.config import (LoopConfig, RuntimeConfig, check_loss_weights, check_optimiser, check_types,
+                                   networks_of, split_section, take)
 from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
@@ -52,11 +53,11 @@ class CFMDConfig:
     def from_params(cls, section: dict, name: str = "train_cfmd") -> "CFMDConfig":
         loop, runtime, own = split_section(section, name, OWN_KEYS)
         weights = take(CFMDLossWeights, own.pop("loss", {}), f"{name}.loss")
+        check_loss_weights(weights, f"{name}.loss")
+        nets = networks_of(own, name, {"generator": "cfmd_generator", "discriminator": "cfmd_discriminator"})
         check_types(cls, own, name)
-        if own.get("pixel_warmup", 0) < 0:
-            raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
-        cfg = cls(loop, runtime, dict(own.pop("generator", {})), dict(own.pop("discriminator", {})), weights, **own)
-        return cfg
+        check_optimiser(own, name)
+        return cls(loop, runtime, nets["generator"], nets["discriminator"], weights, **own)
 
     def build_generator(self) -> CFMDGenerator:
         return CFMDGenerator(**self.generator)

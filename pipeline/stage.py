@@ -92,13 +92,67 @@ def replacing_dir(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    swap_dir(work, out)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_dir(new: Path, out: Path) -> None:
+    """Folder `new` becomes `out` (two renames on one filesystem; the old `out` removed after)."""
     old = out.parent / f".{out.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         os.replace(out, old)
-    os.replace(work, out)
+    os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
+
+
+class OutputSet:
+    """The outputs of one run, each written beside its final path and moved in with the others
+    (`replacing_outputs`)."""
+
+    def __init__(self):
+        self.moves: list[tuple[Path, Path]] = []  # (staged, final)
+        self.made: list[Path] = []  # staged paths this set named (removed if the run fails)
+
+    def path(self, final: str | Path) -> Path:
+        """Where to write `final` for now: `.<stem>.partial<suffix>` in its folder (the suffix kept,
+        so writers that go by it, e.g. OpenCV, still work)."""
+        final = Path(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged = final.with_name(f".{final.stem}.partial{final.suffix}")
+        self.moves.append((staged, final))
+        self.made.append(staged)
+        return staged
+
+    def move(self, staged: str | Path, final: str | Path) -> None:
+        """Move an existing file or folder (e.g. a log written elsewhere during the run) to `final`
+        with the others."""
+        self.moves.append((Path(staged), Path(final)))
+
+
+@contextlib.contextmanager
+def replacing_outputs() -> Iterator[OutputSet]:
+    """All outputs of a run swapped in together at the end, or none of them.
+
+    Inside the block, write each output to `outputs.path(final)`; when the block succeeds every
+    staged file (or folder) replaces its final path, one rename each; when it fails the staged
+    files are removed and every final path is left as it was (a metrics file never describes other
+    weights or results than the ones beside it)."""
+    outputs = OutputSet()
+    try:
+        yield outputs
+    except BaseException:
+        for staged in outputs.made:
+            shutil.rmtree(staged, ignore_errors=True) if staged.is_dir() else staged.unlink(missing_ok=True)
+        raise
+    for staged, final in outputs.moves:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if not staged.exists():  # the run had nothing to write there (e.g. no examples): no stale file either
+            shutil.rmtree(final, ignore_errors=True) if final.is_dir() else final.unlink(missing_ok=True)
+        elif staged.is_dir():
+            swap_dir(staged, final)
+        else:
+            os.replace(staged, final)
 
 
 def pipeline_outputs(dvc_file: str | Path = DVC_FILE) -> list[Path]:

@@ -14,9 +14,10 @@ import argparse
 import logging
 
 from pipeline.models.cfmd.losses import resolve_perceptual
-from pipeline.stage import load_params, setup_logging
+from pipeline.stage import load_params, replacing_outputs, setup_logging
 from pipeline.train import checkpoint, ddp
-from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
+from pipeline.train.artifacts import (add_stage_arguments, live_staging, one_line_errors, run_metadata, save_weights,
+                                      write_outputs)
 from pipeline.models.cfmd.task import CFMDConfig, CFMDTask, cfmd_sheet, config_record
 from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
 from pipeline.models.device import resolve_runtime
@@ -36,6 +37,11 @@ def get_args_parser():
 
 def main(args):
     setup_logging()
+    with one_line_errors(SECTION):
+        train(args)
+
+
+def train(args):
     params = load_params(SECTION, path=args.params)[SECTION]
     cfg = CFMDConfig.from_params(params)
     env = ddp.init()
@@ -51,10 +57,11 @@ def main(args):
     task = CFMDTask(cfg, runtime, env, perceptual.loss)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
-    with TrainLog(args.live) as live:
+    with TrainLog(args.live, staging=live_staging(args.checkpoints)) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
                      live=live, params=params, desc=SECTION, validation=validation,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        data=checkpoint.data_digest(args.root, rows + held_out),
                                                         perceptual=perceptual.used, world_size=env.world_size),
                      extra_state={"perceptual": perceptual.metadata()}, stop_after=args.stop_after)
         if not result.completed:
@@ -63,15 +70,17 @@ def main(args):
 
         if env.is_main:
             record = {**config_record(cfg), "resolution": dataset.image_size}
-            save_weights(args.out, "cfmd_gan", record, task.modules)
-            live.artifact(args.out, type="model", name="cfmd", desc="CFMD-GAN generator and discriminator")
-            sheet = cfg.sheet or {}
-            shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
-            u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
-            live.sheet(cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values, dataset.resolution))
-            metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
-                                    training_samples=len(rows), **record)
-            write_outputs(args.metadata, args.metrics, metadata, result)
+            with replacing_outputs() as outputs:  # weights, metadata, metrics and log: all of them or none
+                save_weights(outputs.path(args.out), "cfmd_gan", record, task.modules)
+                live.artifact(args.out, type="model", name="cfmd", desc="CFMD-GAN generator and discriminator")
+                sheet = cfg.sheet or {}
+                shown = sheet_rows(args.root, cfg.loop.methods, sheet.get("samples", 3))
+                u_values = sheet.get("u", [0, 0.25, 0.5, 0.75, 1])
+                live.sheet(cfmd_sheet(task.generator, shown, args.root, runtime.device, u_values, dataset.resolution))
+                metadata = run_metadata(SECTION, params, runtime, env, result, perceptual=perceptual.metadata(),
+                                        training_samples=len(rows), **record)
+                write_outputs(outputs.path(args.metadata), outputs.path(args.metrics), metadata, result)
+                live.publish(outputs)
             log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 

@@ -13,9 +13,10 @@ Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_
 import argparse
 import logging
 
-from pipeline.stage import load_params, setup_logging
+from pipeline.stage import load_params, replacing_outputs, setup_logging
 from pipeline.train import checkpoint, ddp
-from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
+from pipeline.train.artifacts import (add_stage_arguments, live_staging, one_line_errors, run_metadata, save_weights,
+                                      write_outputs)
 from pipeline.models.chrysos.task import (ChrysosGANConfig, ChrysosGANTask, chrysos_sheet, crop_size_warning, load_hourglass,
                                           loss_weights_record)
 from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
@@ -37,6 +38,11 @@ def get_args_parser():
 
 def main(args):
     setup_logging()
+    with one_line_errors(SECTION):
+        train(args)
+
+
+def train(args):
     params = load_params(SECTION, path=args.params)[SECTION]
     cfg = ChrysosGANConfig.from_params(params)
     env = ddp.init()
@@ -54,10 +60,11 @@ def main(args):
     if rows and (warning := crop_size_warning(cfg.loop.crop_size, dataset.image_size, cfg.generator["levels"])):
         log.warning(warning)
 
-    with TrainLog(args.live) as live:
+    with TrainLog(args.live, staging=live_staging(args.checkpoints)) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
                      live=live, params=params, desc=SECTION, validation=validation, stop_after=args.stop_after,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        data=checkpoint.data_digest(args.root, rows + held_out),
                                                         world_size=env.world_size,
                                                         hourglass=checkpoint.file_digest(args.hourglass)))
         if not result.completed:
@@ -67,14 +74,17 @@ def main(args):
         if env.is_main:
             record = {"generator": cfg.generator, "discriminator": cfg.discriminator, "hourglass": hourglass_config,
                       "loss_weights": loss_weights_record(cfg), "resolution": dataset.image_size}
-            save_weights(args.out, "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
-            live.artifact(args.out, type="model", name="chrysos-gan",
-                          desc="Chrysos et al. step 2: two-pathway cGAN with its frozen hourglass")
-            rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-            live.sheet(chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device,
-                                     dataset.resolution))
-            write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
-                                                                    training_samples=len(rows), **record), result)
+            with replacing_outputs() as outputs:  # weights, metadata, metrics and log: all of them or none
+                save_weights(outputs.path(args.out), "chrysos_gan", record, {**task.modules, "hourglass": task.hourglass})
+                live.artifact(args.out, type="model", name="chrysos-gan",
+                              desc="Chrysos et al. step 2: two-pathway cGAN with its frozen hourglass")
+                rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
+                live.sheet(chrysos_sheet(task.hourglass, task.generator, rows_shown, args.root, runtime.device,
+                                         dataset.resolution))
+                write_outputs(outputs.path(args.metadata), outputs.path(args.metrics),
+                              run_metadata(SECTION, params, runtime, env, result, training_samples=len(rows), **record),
+                              result)
+                live.publish(outputs)
             log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 

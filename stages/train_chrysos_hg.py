@@ -11,9 +11,10 @@ Multi-GPU, same arguments:  torchrun --nproc_per_node=K -m stages.train_chrysos_
 import argparse
 import logging
 
-from pipeline.stage import load_params, setup_logging
+from pipeline.stage import load_params, replacing_outputs, setup_logging
 from pipeline.train import checkpoint, ddp
-from pipeline.train.artifacts import add_stage_arguments, run_metadata, save_weights, write_outputs
+from pipeline.train.artifacts import (add_stage_arguments, live_staging, one_line_errors, run_metadata, save_weights,
+                                      write_outputs)
 from pipeline.models.chrysos.task import HourglassConfig, HourglassTask, chrysos_sheet
 from pipeline.train.data import FaceDeblurDataset, training_and_validation_rows
 from pipeline.models.device import resolve_runtime
@@ -33,6 +34,11 @@ def get_args_parser():
 
 def main(args):
     setup_logging()
+    with one_line_errors(SECTION):
+        train(args)
+
+
+def train(args):
     params = load_params(SECTION, path=args.params)[SECTION]
     cfg = HourglassConfig.from_params(params)
     env = ddp.init()
@@ -46,25 +52,28 @@ def main(args):
     task = HourglassTask(cfg, runtime, env)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())
 
-    with TrainLog(args.live) as live:
+    with TrainLog(args.live, staging=live_staging(args.checkpoints)) as live:
         result = fit(task, dataset, cfg.loop, runtime, env, workers=cfg.runtime, checkpoint_dir=args.checkpoints,
                      live=live, params=params, desc=SECTION, validation=validation, stop_after=args.stop_after,
                      fingerprint=checkpoint.fingerprint(params, [r["sample_id"] for r in rows],
+                                                        data=checkpoint.data_digest(args.root, rows + held_out),
                                                         world_size=env.world_size))
         if not result.completed:
             ddp.shutdown(env)
             raise stopped_exit(SECTION, result, args.checkpoints)  # 130 / 143 after SIGINT / SIGTERM
 
         if env.is_main:
-            save_weights(args.out, "chrysos_hourglass", {"hourglass": cfg.hourglass, "resolution": dataset.image_size},
-                         task.modules)
-            live.artifact(args.out, type="model", name="chrysos-hourglass",
-                          desc="Chrysos et al. step 1: stacked hourglass (L1)")
-            rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
-            live.sheet(chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device, dataset.resolution))
-            write_outputs(args.metadata, args.metrics, run_metadata(SECTION, params, runtime, env, result,
-                                                                    training_samples=len(rows),
-                                                                    resolution=dataset.image_size), result)
+            with replacing_outputs() as outputs:  # weights, metadata, metrics and log: all of them or none
+                save_weights(outputs.path(args.out), "chrysos_hourglass",
+                             {"hourglass": cfg.hourglass, "resolution": dataset.image_size}, task.modules)
+                live.artifact(args.out, type="model", name="chrysos-hourglass",
+                              desc="Chrysos et al. step 1: stacked hourglass (L1)")
+                rows_shown = sheet_rows(args.root, cfg.loop.methods, (cfg.sheet or {}).get("samples", 4))
+                live.sheet(chrysos_sheet(task.hourglass, None, rows_shown, args.root, runtime.device, dataset.resolution))
+                write_outputs(outputs.path(args.metadata), outputs.path(args.metrics),
+                              run_metadata(SECTION, params, runtime, env, result, training_samples=len(rows),
+                                           resolution=dataset.image_size), result)
+                live.publish(outputs)
             log.info("wrote %s, %s, log in %s; final losses %s", args.out, args.metadata, args.live, result.losses)
     ddp.shutdown(env)
 

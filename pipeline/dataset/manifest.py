@@ -313,10 +313,21 @@ def middle_position(row: dict) -> int:
     return frames.index(sorted(frames)[(n - 1) // 2])
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _read_rgb(path: Path, size: int | None = None) -> np.ndarray:
+    """A dataset image as RGB uint8, checked as the data stages write it: 8-bit, three channels,
+    square, and `size` x `size` when given. A file of another bit depth, channel count or size
+    (copied in by hand, another dataset's) is refused by name, never squashed to fit."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise SampleReadError(f"{path}: blurry image missing or unreadable")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    problem = (f"{img.dtype.itemsize * 8}-bit samples" if img.dtype != np.uint8 else
+               f"{channels} channel(s)" if channels != 3 else
+               f"{img.shape[1]} x {img.shape[0]} pixels" if img.shape[0] != img.shape[1] or
+               (size is not None and img.shape[0] != size) else None)
+    if problem:
+        raise SampleReadError(f"{path}: {problem}; the dataset's images are 8-bit RGB, "
+                              f"{f'{size} x {size}' if size else 'square'} (rebuild the dataset, or remove the file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -356,10 +367,11 @@ def downscale(image: np.ndarray, resolution: int | None) -> np.ndarray:
 
 
 def load_at(row: dict, positions, root: str | Path = DATASET_ROOT,
-            resolution: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            resolution: int | None = None, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A row's blurry image and its sharp frames at FMR `positions`, area-downscaled to
-    `resolution` (None: the dataset's size): what training and evaluation read."""
-    blurry = _read_rgb(Path(root) / row["blurry_path"])
+    `resolution` (None: the dataset's size): what training and evaluation read. `size`: the
+    dataset's image size, checked (SampleReadError naming the file when it differs)."""
+    blurry = _read_rgb(Path(root) / row["blurry_path"], size)
     sharp = load_sharp(row, positions, blurry.shape[0], root)
     return downscale(blurry, resolution), np.stack([downscale(f, resolution) for f in sharp])
 

@@ -49,6 +49,10 @@ class Runtime:
         }
 
 
+class DeviceUnavailable(ValueError):
+    """The device asked for is not on this machine (cuda without a GPU)."""
+
+
 def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last="auto", compile: bool = False,
                     local_rank: int = 0, **_ignored) -> Runtime:
     """Settings (params `runtime` block) -> Runtime. Extra keys (num_workers) are ignored."""
@@ -58,7 +62,8 @@ def resolve_runtime(device: str = "auto", amp: str = "auto", channels_last="auto
         raise ValueError(f"runtime.device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("runtime.device is cuda but no CUDA device is available")
+            raise DeviceUnavailable("device cuda: no CUDA device is available on this machine (torch "
+                                    f"{torch.__version__}); use auto or cpu")
         torch.cuda.set_device(local_rank)
         torch.backends.cudnn.benchmark = True
     dev = torch.device(device, local_rank) if device == "cuda" else torch.device("cpu")

@@ -23,14 +23,11 @@ import torch.nn.functional as F
 
 from pipeline.models.common import to_float, to_uint8
 from pipeline.models.device import Runtime, resolve_runtime
+from pipeline.models.weights import ModelFileError, read_weights, state_dict_of  # noqa: F401 (ModelFileError: re-exported)
 
 MODEL_NAMES = {"cfmd_gan": "cfmd", "chrysos_gan": "chrysos"}
 DEFAULT_WEIGHTS = {"cfmd": "models/cfmd.pt", "chrysos": "models/chrysos_gan.pt"}
 TRAIN_STAGE = {"cfmd": "train_cfmd", "chrysos": "train_chrysos_gan"}
-
-
-class ModelFileError(FileNotFoundError):
-    """A weights file is missing, unreadable or of a kind that cannot deblur."""
 
 
 class DeblurModel:
@@ -76,14 +73,11 @@ class DeblurModel:
             else:
                 coarse = self.networks["hourglass"](x)[-1]
                 out = self.networks["generator"](x, coarse)
-        return out.float()[..., :h, :w].clamp(0, 1).contiguous()
-
-
-def _state(saved: dict, name: str, path: Path) -> dict:
-    try:
-        return saved["state_dicts"][name]
-    except KeyError:
-        raise ModelFileError(f"{path}: weights file has no '{name}' network") from None
+        out = out.float()[..., :h, :w]
+        if not bool(torch.isfinite(out).all()):  # never an all-black image passed off as a restoration
+            raise ModelFileError(f"{self.path}: the {self.kind} model returned non-finite values (NaN or inf) on this "
+                                 "input")
+        return out.clamp(0, 1).contiguous()
 
 
 def load_model(path: str | Path, device: str = "auto", amp: str = "auto", channels_last="auto") -> DeblurModel:
@@ -93,29 +87,21 @@ def load_model(path: str | Path, device: str = "auto", amp: str = "auto", channe
     from pipeline.models.chrysos.hourglass import StackedHourglass
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model weights not found (train them with `dvc repro train_cfmd` or "
-                             f"`dvc repro train_chrysos_gan`, or pass the path of a weights file)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        kind, config = saved["kind"], saved["config"]
-    except Exception as e:  # noqa: BLE001 - any failure here means "not a weights file we can use"
-        raise ModelFileError(f"{path}: not a readable model weights file ({type(e).__name__}: {e})") from None
-    if kind not in MODEL_NAMES:
-        raise ModelFileError(f"{path}: holds a '{kind}' model; deblurring takes {sorted(MODEL_NAMES)} weights "
-                             f"({', '.join(DEFAULT_WEIGHTS.values())})")
+    saved = read_weights(path, tuple(MODEL_NAMES), "train them with `dvc repro train_cfmd` or `dvc repro "
+                         "train_chrysos_gan`, or pass the path of a weights file")
+    kind, config = saved["kind"], saved["config"]
     runtime = resolve_runtime(device, amp, channels_last)
     name = MODEL_NAMES[kind]
     try:
         if name == "cfmd":
             generator = CFMDGenerator(**config["generator"])
-            generator.load_state_dict(_state(saved, "generator", path))
+            generator.load_state_dict(state_dict_of(saved, "generator", path))
             networks, multiple = {"generator": generator}, 4
         else:
             hourglass = StackedHourglass(**config["hourglass"])
-            hourglass.load_state_dict(_state(saved, "hourglass", path))
+            hourglass.load_state_dict(state_dict_of(saved, "hourglass", path))
             generator = ChrysosGenerator(**config["generator"])
-            generator.load_state_dict(_state(saved, "generator", path))
+            generator.load_state_dict(state_dict_of(saved, "generator", path))
             networks = {"hourglass": hourglass.freeze(), "generator": generator}
             depth = int(config["hourglass"].get("depth", 4))
             multiple = max(generator.size_multiple, 2 ** depth)

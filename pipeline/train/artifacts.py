@@ -1,6 +1,8 @@
-"""What a finished training stage writes: the weights file, run metadata, small metrics."""
+"""What a finished training stage writes: the weights file, run metadata, small metrics; and the
+errors a training stage reports in one line."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -65,3 +67,28 @@ def add_stage_arguments(parser, section: str, model: str):
     parser.add_argument("--stop-after", type=int, default=None,
                         help="save a checkpoint and exit after this many steps (rerun to resume)")
     return parser
+
+
+def live_staging(checkpoints: str | Path) -> Path:
+    """Where a run in progress keeps its DVCLive log: beside its checkpoint (`TrainLog(staging=)`)."""
+    return Path(checkpoints) / "live"
+
+
+@contextlib.contextmanager
+def one_line_errors(section: str):
+    """A training stage's input problems (no rows, a test video for validation, crop_size above the
+    images, a missing or wrong weights file, an unreadable sample or checkpoint) and a diverged run
+    end it with one line, `<section>: <message>`, and exit status 1. Anything else (a bug, a full
+    disk) keeps its traceback."""
+    from pipeline.dataset.manifest import SampleReadError
+    from pipeline.models.device import DeviceUnavailable
+    from pipeline.models.weights import ModelFileError
+    from pipeline.train.checkpoint import CheckpointError
+    from pipeline.train.config import TrainingSetupError
+    from pipeline.train.loop import TrainingDiverged
+
+    try:
+        yield
+    except (TrainingSetupError, TrainingDiverged, CheckpointError, SampleReadError, ModelFileError,
+            DeviceUnavailable) as e:
+        raise SystemExit(f"{section}: {e}") from None

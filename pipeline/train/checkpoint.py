@@ -4,9 +4,15 @@ One file, `<dir>/last.pt`, written atomically (temporary file, then rename), hol
 networks, optimisers, schedulers, step, epoch, RNG states (python, numpy, torch, cuda), the
 params, the perceptual-loss resolution and a fingerprint of what the run computes. A stage
 resumes from it when the fingerprint matches (same params apart from `RESUMABLE_ACROSS`,
-same training samples, same perceptual loss) and starts afresh otherwise. A completed run
-deletes it: the final weights are the stage's output, and the directory (a `persist: true`
-DVC output) only ever holds an interrupted run. Delete the directory to force a fresh start.
+same training samples with the same bytes: `data_digest`, same perceptual loss) and starts
+afresh otherwise, keeping the other run's file aside as `stale-<fingerprint>.pt` (said in the
+log). A completed run deletes `last.pt`: the final weights are the stage's output, and the
+directory (a `persist: true` DVC output) only ever holds an interrupted run. Delete the
+directory to force a fresh start.
+
+Everything in the file is tensors, numbers, strings, lists, tuples and dicts (the numpy RNG
+state is stored as a list), so it loads with `torch.load(weights_only=True)`: a `last.pt` that
+someone swapped for a malicious pickle is refused, never run.
 """
 from __future__ import annotations
 
@@ -35,11 +41,25 @@ def fingerprint(params: dict, sample_ids: list[str], **extra) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def data_digest(root: str | Path, rows: list[dict]) -> str:
+    """sha256 over the bytes of every file the rows read (blurry images, sharp frame stores): a
+    dataset rebuilt with the same sample ids but other pixels (`-S blur.gamma=2.2`) is another run."""
+    files = sorted({r["blurry_path"] for r in rows} | {r["sharp_store"] for r in rows if r.get("sharp_store")})
+    digest = hashlib.sha256()
+    for name in files:
+        path = Path(root) / name
+        digest.update(f"{name}\0{file_digest(path) if path.is_file() else 'missing'}\n".encode())
+    return digest.hexdigest()
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(cached)]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -47,7 +67,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -68,16 +89,33 @@ def save(directory: str | Path, state: dict) -> Path:
     return path
 
 
-def load(directory: str | Path, expected_fingerprint: str) -> dict | None:
-    """The checkpoint in `directory` if it belongs to this run, else None (and it is removed)."""
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read safely (not ours, damaged, or holding arbitrary objects)."""
+
+
+def load(directory: str | Path, expected_fingerprint: str, keep_aside: bool = True) -> dict | None:
+    """The checkpoint in `directory` if it belongs to this run, else None. A checkpoint of another
+    run (other params or data) is renamed `stale-<its fingerprint>.pt` beside it (by the process
+    that `keep_aside`, rank 0), so a changed param never destroys hours of training. A file that
+    does not load with `weights_only=True` raises CheckpointError: nothing in it is run."""
     path = Path(directory) / CHECKPOINT
     if not path.is_file():
         return None
-    # Our own file, holding numpy RNG state and python objects: full unpickling is needed.
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != expected_fingerprint:
-        log.warning("%s was made with other params or data: starting afresh", path)
-        path.unlink(missing_ok=True)  # every process checks; any may remove it
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - an unpickling refusal, a damaged file: never run, never guessed at
+        raise CheckpointError(
+            f"{path}: not a checkpoint this project can load safely ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}); it was not run. Move it away (or delete "
+            f"{Path(directory)}) to start afresh") from None
+    found = state.get("fingerprint") if isinstance(state, dict) else None
+    if found != expected_fingerprint:
+        aside = path.with_name(f"stale-{str(found)[:12]}.pt")
+        if keep_aside:
+            os.replace(path, aside)
+        log.warning("%s was made with other params or data (fingerprint %s, this run %s): kept aside as %s; "
+                    "starting afresh (delete it when it is not needed)", path, str(found)[:12],
+                    expected_fingerprint[:12], aside.name)
         return None
     return state
 

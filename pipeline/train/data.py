@@ -59,7 +59,9 @@ def split_validation(rows: list[dict], video: str | None, test_videos=()) -> tup
     if video is None:
         return rows, []
     if video in set(test_videos):
-        raise ValueError(f"validation_video = {video}: a test video; hold out a training video instead "
+        from pipeline.train.config import TrainingSetupError
+
+        raise TrainingSetupError(f"validation_video = {video}: a test video; hold out a training video instead "
                          "(the validation split chooses the checkpoint, so it must not be what the models are scored on)")
     held = [r for r in rows if r["video_id"] == video]
     if not held:
@@ -76,9 +78,15 @@ def split_validation(rows: list[dict], video: str | None, test_videos=()) -> tup
 def training_and_validation_rows(root: str | Path, methods, video: str | None) -> tuple[list[dict], list[dict]]:
     """The train split's rows made by `methods`, with `video` held out for validation (`split_validation`)."""
     from pipeline.dataset.manifest import read_manifests
+    from pipeline.train.config import TrainingSetupError
 
     test = set(read_manifests(root, split="test")["video_id"].to_pylist())
-    return split_validation(training_rows(root, methods), video, test)
+    try:
+        rows = training_rows(root, methods)
+    except ValueError as e:  # no rows made by these methods
+        raise TrainingSetupError(f"{e}: nothing to train on (set methods to what the dataset holds, or add footage)") \
+            from None
+    return split_validation(rows, video, test)
 
 
 def flipped_position(row: dict, position: int) -> int:
@@ -121,6 +129,7 @@ class FaceDeblurDataset(Dataset):
         self.degrade = degrade  # pipeline.train.degrade.Degrade: the blurry input only, per item seed
         self.resolution = resolution
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None  # per row: blurry, sharp frames (preload)
+        self._native: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -134,9 +143,17 @@ class FaceDeblurDataset(Dataset):
         """The FMR positions this target can draw: every frame (moment) or its one frame."""
         return [ONE_FRAME[self.target](row)] if self.target in ONE_FRAME else list(range(row["n_frames"]))
 
+    @property
+    def native_size(self) -> int:
+        """The dataset's image size (its crop.size), read from the first row's blurry image; every
+        other image must match it (`load`)."""
+        if self._native is None:
+            self._native = int(_read_rgb(self.root / self.rows[0]["blurry_path"]).shape[0]) if self.rows else 0
+        return self._native
+
     def load(self, index: int, positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """The row's blurry image and its sharp frames at `positions`, at the training resolution."""
-        return load_at(self.rows[index], positions, self.root, self.resolution)
+        return load_at(self.rows[index], positions, self.root, self.resolution, size=self.native_size)
 
     def preload(self, threads: int = 2, progress: bool = True) -> "FaceDeblurDataset":
         """Decode (and downscale) every item once into memory; returns self. Reading an item
@@ -158,7 +175,7 @@ class FaceDeblurDataset(Dataset):
         """The side of the images that reach the model: `resolution`, or the dataset's crop size."""
         if self.resolution is not None:
             return int(self.resolution)
-        return int(_read_rgb(self.root / self.rows[0]["blurry_path"]).shape[0]) if self.rows else 0
+        return self.native_size
 
     @property
     def preloaded_bytes(self) -> int:

@@ -17,6 +17,13 @@ Resume: a run that resumes from a checkpoint at step S first drops every TSV row
 logged after that checkpoint by the interrupted process, which the resumed run repeats) and
 rewinds metrics.json to match, then continues the same log (`Live(resume=True)`), so the log
 always reads as one uninterrupted run. A fresh run clears the directory's DVCLive files.
+
+Staging: the training stages log a run in progress beside its checkpoint
+(`<checkpoints>/live/`, `staging=`), and `publish` moves that log to `dvclive/<stage>/` together
+with the weights and metrics (`pipeline.stage.replacing_outputs`). So the published log always
+describes the weights next to it: a retrain that is interrupted, killed (`kill -9`) or fails never
+wipes the finished run's log, and a resumed run continues its own staged log. Watch a run in
+progress in `<checkpoints>/live/`.
 """
 from __future__ import annotations
 
@@ -119,8 +126,9 @@ class TrainLog:
     weights and calls `end` (or uses it as a context manager). On ranks other than 0, or
     before `start`, everything but `last` is a no-op."""
 
-    def __init__(self, directory: str | Path):
-        self.dir = Path(directory)
+    def __init__(self, directory: str | Path, staging: str | Path | None = None):
+        self.final = Path(directory)  # where the finished run's log is published
+        self.dir = Path(staging) if staging is not None else self.final  # where DVCLive writes now
         self.live = None
         self._ended = False
         self.last: dict = {}  # the latest row written (step, epoch, lr, losses), on every rank
@@ -187,6 +195,13 @@ class TrainLog:
             repo = getattr(self.live, "_dvc_repo", None)
             if repo is not None:
                 repo.close()  # release git handles now, not at interpreter exit
+
+    def publish(self, outputs) -> None:
+        """End the log and have `outputs` (a `pipeline.stage.OutputSet`) move it from its staging
+        folder to the published one with the run's other outputs."""
+        self.end()
+        if self.live is not None and self.dir != self.final:
+            outputs.move(self.dir, self.final)
 
     def __enter__(self):
         return self

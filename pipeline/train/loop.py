@@ -170,6 +170,29 @@ class FitResult:
         return dict(self.__dict__)
 
 
+class TrainingDiverged(RuntimeError):
+    """A loss or a weight became non-finite: the run stops; no checkpoint or weights are written."""
+
+
+def check_finite(losses: dict[str, torch.Tensor], modules: dict[str, nn.Module] | None, step: int, lr: float,
+                 desc: str) -> None:
+    """TrainingDiverged naming the first non-finite loss (or network) at `step`. Losses are checked
+    every step (one scalar sync); weights before anything is saved."""
+    if losses:
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach().float()))}
+            raise TrainingDiverged(
+                f"the training diverged at step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())} (lr {lr:g}); "
+                f"nothing was saved and the previous outputs are untouched. Lower {desc}.lr (or the loss weights) "
+                "and rerun")
+    for name, module in (modules or {}).items():
+        bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise TrainingDiverged(f"the {name}'s weights are non-finite at step {step} ({bad[0]}, {len(bad)} tensor(s)); "
+                                   "nothing was saved and the previous outputs are untouched")
+
+
 class _StopRequest:
     """SIGINT / SIGTERM set a flag; the loop stops after the step in progress."""
 
@@ -216,21 +239,35 @@ def _quietly(call, *args, **kwargs) -> None:
             bar.disable = True
 
 
-def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int) -> int:
+def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int, desc: str = "train") -> int:
+    from pipeline.train.config import TrainingSetupError
+
     samples = loop.epoch_samples or n_items
     steps = samples // (loop.batch_size * world_size)
     if steps < 1:
-        raise ValueError(f"an epoch of {samples} samples holds no batch of {loop.batch_size} x {world_size} processes")
+        raise TrainingSetupError(f"an epoch of {samples} training samples holds no batch of {loop.batch_size} x "
+                                 f"{world_size} process(es): lower {desc}.batch_size or add footage")
     return steps
+
+
+def check_crop_size(loop: LoopConfig, dataset: FaceDeblurDataset, desc: str) -> None:
+    """The training crop must fit in the images it is cut from (known once the dataset is read)."""
+    from pipeline.train.config import TrainingSetupError
+
+    if len(dataset) and loop.crop_size > dataset.image_size:
+        raise TrainingSetupError(f"{desc}.crop_size = {loop.crop_size}: above the {dataset.image_size}px training "
+                                 f"images ({desc}.resolution, or the dataset's crop.size); set it to at most "
+                                 f"{dataset.image_size}")
 
 
 def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: Runtime, env: ddp.DistEnv, *,
         workers: RuntimeConfig, checkpoint_dir: str | Path, live: TrainLog | str | Path, params: dict,
         fingerprint: str, extra_state: dict | None = None, stop_after: int | None = None,
         desc: str = "train", validation: FaceDeblurDataset | None = None) -> FitResult:
-    per_epoch = steps_per_epoch(loop, len(dataset), env.world_size)
+    per_epoch = steps_per_epoch(loop, len(dataset), env.world_size, desc)
+    check_crop_size(loop, dataset, desc)
     total = loop.total_steps(per_epoch)
-    state = checkpoint.load(checkpoint_dir, fingerprint)
+    state = checkpoint.load(checkpoint_dir, fingerprint, keep_aside=env.is_main)
     start, sums, count = 0, {}, 0  # sums / count: losses of the steps since the last log row
     if state is not None:
         for name, module in task.modules.items():
@@ -245,6 +282,11 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     if hasattr(task, "step"):  # the task's own step clock (e.g. a pixel warm-up) follows a resume
         task.step = start
     validator = Validation(task, validation, runtime) if validation is not None and len(validation) else None
+    skipped = None
+    if validator is None and loop.validation_video is not None:  # said at the start, at the end and in the metrics
+        skipped = (f"{desc}.validation_video = {loop.validation_video} is not a video of the training split: trained "
+                   "WITHOUT validation, the last step's weights are kept (name one of your training videos, or null)")
+        log.warning("%s", skipped)
     if validator is not None:
         validator.load(state.get("validation") if state is not None else None)
         if not validator.history:  # the start is a candidate too: training never leaves a worse checkpoint
@@ -266,6 +308,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     first_opt = next(iter(task.optimizers.values()))
 
     def save(step: int) -> None:
+        check_finite({}, task.modules, step, first_opt.param_groups[0]["lr"], desc)
         if env.is_main:
             path = checkpoint.save(checkpoint_dir, {
                 "step": step, "epoch": step // per_epoch, "fingerprint": fingerprint, "params": params,
@@ -308,6 +351,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 batch = augment(batch, generator)
                 batch = batch._replace(blurry=runtime.images(batch.blurry), sharp=runtime.images(batch.sharp))
                 losses = task.train_step(batch)
+                check_finite(losses, None, step + 1, first_opt.param_groups[0]["lr"], desc)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 count += 1
@@ -343,13 +387,18 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         log.info("%s: validation chose step %d (gain %+.3f dB over the blurry input; last %+.3f dB)", desc,
                  validator.best_step, validator.best_gain, validator.history[-1][1])
         validator.restore_best()
+    if completed:
+        check_finite({}, task.modules, step, first_opt.param_groups[0]["lr"], desc)
     if completed and env.is_main:
         checkpoint.clear(checkpoint_dir)
     ddp.barrier(env)
     trained = step - start
     wait_share = waited / seconds if seconds > 0 else 0.0
     log.info("%s: %d steps in %.1f s, %.1f%% of it waiting for data", desc, trained, seconds, 100 * wait_share)
+    if skipped:
+        log.warning("%s", skipped)
     return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(trainlog.last), seconds,
                      trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0,
                      signal=None if completed else stop.signum, data_wait_share=round(wait_share, 4),
-                     preloaded=preloaded, validation=validator.record() if validator is not None else None)
+                     preloaded=preloaded,
+                     validation=validator.record() if validator is not None else {"skipped": skipped} if skipped else None)

@@ -42,16 +42,17 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes(small_run, tmp_pat
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     command = stage_command(tmp_path, small_run, "a")
     live, checkpoints = tmp_path / "a/live", tmp_path / "a/checkpoints"
+    staged = checkpoints / "live"  # a run in progress logs beside its checkpoint; `live` gets it when complete
 
     with open(tmp_path / "interrupted.log", "w") as output:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while logged_steps(live) < 1 and proc.poll() is None and time.monotonic() < deadline:
+            while logged_steps(staged) < 1 and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
             assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert logged_steps(live) >= 1, "training did not start"
+            assert logged_steps(staged) >= 1, "training did not start"
             os.killpg(proc.pid, signal.SIGTERM)  # the stage, its DataLoader workers, all of the group
             code = proc.wait(timeout=60)
         finally:
@@ -60,16 +61,17 @@ def test_sigterm_to_the_process_group_checkpoints_and_resumes(small_run, tmp_pat
     text = (tmp_path / "interrupted.log").read_text()
     assert code == 128 + signal.SIGTERM, text[-3000:]  # non-zero: DVC does not record the stage as done
     assert "killed by signal" not in text and "exited unexpectedly" not in text, text[-3000:]
-    saved = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=False)["step"]
-    assert 1 <= saved < STEPS and logged_steps(live) >= saved
-    before = read_log(live)["plots"]
+    saved = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=True)["step"]
+    assert 1 <= saved < STEPS and logged_steps(staged) >= saved
+    assert not live.exists()  # nothing published by a run that did not complete
+    before = read_log(staged)["plots"]
 
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from a/checkpoints at step {saved}" in done.stderr
     meta = json.loads((tmp_path / "a/train_cfmd.json").read_text())
     assert meta["training"]["resumed_from"] == saved and meta["training"]["step"] == STEPS
-    assert not (checkpoints / "last.pt").exists()
+    assert not (checkpoints / "last.pt").exists() and not staged.exists()
     log = read_log(live)
     assert all([s for s, _ in rows] == list(range(1, STEPS + 1)) for rows in log["plots"].values())
     assert all(rows[:saved] == before[name][:saved] for name, rows in log["plots"].items())

@@ -309,7 +309,7 @@ def test_chrysos_gan_resume_repeats_the_uninterrupted_run_exactly(small_run, row
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     checkpoint.save(tmp_path, {"fingerprint": "old", "step": 3})
     assert checkpoint.load(tmp_path, "new") is None
-    assert not (tmp_path / checkpoint.CHECKPOINT).exists()
+    assert not (tmp_path / checkpoint.CHECKPOINT).exists() and (tmp_path / "stale-old.pt").is_file()
     assert checkpoint.fingerprint({"lr": 1, "steps": 5}, ["a"]) == checkpoint.fingerprint({"lr": 1, "steps": 9}, ["a"])
     assert checkpoint.fingerprint({"lr": 1}, ["a"]) != checkpoint.fingerprint({"lr": 2}, ["a"])
 
@@ -352,8 +352,8 @@ def test_train_cfmd_stage_end_to_end_with_an_interruption(small_run, tmp_path, m
     logs = []
 
     class RecordedLog(TrainLog):
-        def __init__(self, *args):
-            super().__init__(*args)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
             logs.append(self)
 
     monkeypatch.setattr(train_cfmd, "TrainLog", RecordedLog)

@@ -22,7 +22,8 @@ from pipeline.models.chrysos.gan import PAPER_LEVELS, ChrysosGenerator, PatchDis
 from pipeline.models.chrysos.hourglass import StackedHourglass
 
 from pipeline.train import ddp
-from pipeline.train.config import LoopConfig, RuntimeConfig, check_types, split_section, take
+from pipeline.train.config import (LoopConfig, RuntimeConfig, check_loss_weights, check_optimiser, check_types,
+                                   networks_of, split_section, take)
 from pipeline.dataset.manifest import middle_position
 from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
@@ -51,8 +52,10 @@ class HourglassConfig:
     @classmethod
     def from_params(cls, section: dict, name: str = "train_chrysos_hg") -> "HourglassConfig":
         loop, runtime, own = split_section(section, name, HG_KEYS)
+        hourglass = networks_of(own, name, {"hourglass": "hourglass"})["hourglass"]
         check_types(cls, own, name)
-        return cls(loop, runtime, dict(own.pop("hourglass", {})), **own)
+        check_optimiser(own, name)
+        return cls(loop, runtime, hourglass, **own)
 
 
 class HourglassTask:
@@ -82,8 +85,12 @@ class HourglassTask:
 
 
 def load_hourglass(path: str | Path, device: torch.device) -> tuple[StackedHourglass, dict]:
-    """The step-1 weights file -> frozen hourglass on `device`, and its constructor arguments."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    """The step-1 weights file -> frozen hourglass on `device`, and its constructor arguments;
+    ModelFileError naming the file when it is missing, of another kind or damaged."""
+    from pipeline.models.weights import read_weights
+
+    saved = read_weights(path, ("chrysos_hourglass",), "train it first: `dvc repro train_chrysos_hg`, or pass "
+                         "--hourglass with the path of train_chrysos_hg's weights")
     config = saved["config"]["hourglass"]
     hourglass = StackedHourglass(**config)
     hourglass.load_state_dict(saved["state_dicts"]["hourglass"])
@@ -110,19 +117,17 @@ class ChrysosGANConfig:
     def from_params(cls, section: dict, name: str = "train_chrysos_gan") -> "ChrysosGANConfig":
         loop, runtime, own = split_section(section, name, GAN_KEYS)
         weights = take(ChrysosLossWeights, own.pop("loss", {}), f"{name}.loss")
+        check_loss_weights(weights, f"{name}.loss")
+        nets = networks_of(own, name, {"generator": "chrysos_generator", "discriminator": "chrysos_discriminator"})
         check_types(cls, own, name)
-        if own.get("pixel_warmup", 0) < 0:
-            raise ValueError(f"{name}.pixel_warmup = {own['pixel_warmup']}: must be >= 0 (steps)")
-        generator = dict(own.pop("generator", {}))
-        levels = generator.get("levels")
-        if levels is not None and not (isinstance(levels, int) and 2 <= levels <= PAPER_LEVELS):
-            raise ValueError(f"{name}.generator.levels = {levels}: must be an integer in [2, {PAPER_LEVELS}] (the "
-                             "paper's seven at 256), or null: follow the training resolution")
+        check_optimiser(own, name)
+        generator = nets["generator"]
+        levels = generator.get("levels")  # an integer in [2, 7] (the paper's seven at 256), or null: follow the resolution
         multiple = 2 ** (levels or (levels_for(loop.resolution) if loop.resolution else PAPER_LEVELS))
         if "crop_size" in section and loop.crop_size % multiple:
             raise ValueError(f"{name}.crop_size = {loop.crop_size}: must be a multiple of {multiple} (the generator's "
                              f"{int(np.log2(multiple))} stride-2 levels)")
-        return cls(loop, runtime, generator, dict(own.pop("discriminator", {})), weights, **own)
+        return cls(loop, runtime, generator, nets["discriminator"], weights, **own)
 
     def at_resolution(self, size: int) -> "ChrysosGANConfig":
         """This config with `generator.levels` set: as given, or (null) the levels that take a

@@ -20,8 +20,9 @@ from pipeline.eval.config import EvalConfig
 from pipeline.eval.scoring import evaluate
 from pipeline.eval.tables import WORSE_DB, summary
 from pipeline.models.inference import DEFAULT_WEIGHTS, ModelFileError, load_model
-from pipeline.eval.outputs import example_rows, write_examples, write_plots, write_records
-from pipeline.stage import load_params, setup_logging, write_json
+from pipeline.dataset.manifest import SampleReadError
+from pipeline.eval.outputs import example_rows, plot_paths, write_examples, write_plots, write_records
+from pipeline.stage import load_params, replacing_outputs, setup_logging, write_json
 
 SECTION = "evaluate"
 log = logging.getLogger(SECTION)
@@ -54,13 +55,17 @@ def main(args):
         if model.name != args.model:
             raise ValueError(f"{weights}: holds a {model.kind} model, not {args.model}")
         ev = evaluate(model, args.root, cfg)
-    except (ModelFileError, ValueError) as e:
+        result = summary(ev, cfg, model.name)
+        # every output of this run swapped in together at the end: a run that fails part-way (a
+        # sheet path under a file, a full disk) leaves the previous run's files, all of them
+        with replacing_outputs() as outputs:
+            write_records(outputs.path(results), ev)
+            plots = plot_paths(args.plots, model.name, cfg.methods)
+            write_plots({k: outputs.path(p) for k, p in plots.items()}, result, ev, cfg, model.name)
+            write_examples(outputs.path(sheet), model, example_rows(ev.rows, cfg.sheet_samples), args.root, cfg)
+            write_json(outputs.path(metrics), result)
+    except (ModelFileError, SampleReadError, ValueError) as e:
         raise SystemExit(f"{SECTION}: {e}") from None
-    result = summary(ev, cfg, model.name)
-    write_records(results, ev)
-    write_plots(args.plots, result, ev, cfg, model.name)
-    write_examples(sheet, model, example_rows(ev.rows, cfg.sheet_samples), args.root, cfg)
-    write_json(metrics, result)
     for method in cfg.methods:
         for table, systems in result.get(method, {}).items():
             board = systems.get("scoreboard", {})

@@ -46,9 +46,11 @@ def plot_paths(plots_dir: str | Path, model_name: str, methods) -> dict[str, Pat
     return {**{f"vs_n_{m}": d / f"{model_name}_{m}_vs_n.csv" for m in methods}, "ced": d / f"{model_name}_ced.csv"}
 
 
-def write_plots(plots_dir: str | Path, summary: dict, ev: Evaluation, cfg: EvalConfig, model_name: str) -> list[Path]:
+def write_plots(plots: str | Path | dict[str, Path], summary: dict, ev: Evaluation, cfg: EvalConfig,
+                model_name: str) -> list[Path]:
+    """The CSVs of `plot_paths` in the folder `plots`, or at the paths of a dict keyed like it."""
     table = MAIN_TABLE[model_name]
-    paths = plot_paths(plots_dir, model_name, cfg.methods)
+    paths = plots if isinstance(plots, dict) else plot_paths(plots, model_name, cfg.methods)
     written = []
     for method in cfg.methods:
         cells = summary.get(method, {}).get(table, {})

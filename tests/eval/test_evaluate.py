@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -272,3 +273,56 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
     torch.save({"kind": "chrysos_hourglass", "config": {}, "state_dicts": {}}, hg)
     with pytest.raises(ModelFileError, match="holds a 'chrysos_hourglass' model"):
         load_model(hg)
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 37, rows 6, 23, 24)
+
+
+def _evaluate_args(project: Path, small_run: Path, model: str, weights: Path, params: Path | None = None, **paths):
+    """The stage's command line, writing under `project` (params: `project`'s unless given)."""
+    from stages import evaluate as stage
+
+    out = {"metrics": project / f"metrics/eval_{model}.json", "results": project / f"results/eval_{model}.parquet",
+           "plots": project / "reports/eval", "sheet": project / f"reports/eval/{model}_examples.png", **paths}
+    return stage, stage.get_args_parser().parse_args([
+        "--model", model, "--weights", str(weights), "--params", str(params or project / "params.yaml"),
+        "--root", str(small_run),
+        *[x for k, v in out.items() for x in (f"--{k}", str(v))]])
+
+
+def _outputs(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for d in ("metrics", "results", "reports")
+            for p in sorted((project / d).rglob("*")) if p.is_file()}
+
+
+def test_evaluate_failing_part_way_replaces_nothing(project, evaluated, small_run, tmp_path):
+    before = _outputs(project)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where the sheet's folder should be")
+    params = yaml.safe_load((project / "params.yaml").read_text())  # another run: other results, plots, metrics
+    params["evaluate"]["max_samples"] = {"fixed": 1, "vla": 1}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage, args = _evaluate_args(project, small_run, "cfmd", project / "models/cfmd.pt", params=tmp_path / "params.yaml",
+                                 sheet=blocker / "cfmd_examples.png")
+    with pytest.raises((OSError, SystemExit)):
+        stage.main(args)
+    assert _outputs(project) == before  # results parquet, plot CSVs and metrics: all the previous run's
+
+
+def test_evaluate_refuses_non_finite_weights_and_missing_samples_in_one_line(project, small_run, tmp_path):
+    saved = torch.load(project / "models/cfmd.pt", weights_only=True)
+    saved["state_dicts"]["generator"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                         for k, v in saved["state_dicts"]["generator"].items()}
+    nan = tmp_path / "nan.pt"
+    torch.save(saved, nan)
+    stage, args = _evaluate_args(tmp_path, small_run, "cfmd", nan, params=project / "params.yaml")
+    with pytest.raises(SystemExit, match=r"^evaluate: .*nan\.pt: the generator's weights are not finite"):
+        stage.main(args)
+    # a dataset whose test PNGs are gone
+    broken = Path(shutil.copytree(small_run, tmp_path / "dataset"))
+    shutil.rmtree(broken / "fixed/blurry")
+    stage, args = _evaluate_args(tmp_path, broken, "chrysos", project / "models/chrysos_gan.pt",
+                                 params=project / "params.yaml")
+    with pytest.raises(SystemExit, match=r"^evaluate: .*\.png: blurry image missing or unreadable"):
+        stage.main(args)
+    assert not (tmp_path / "metrics").exists()

@@ -137,3 +137,18 @@ def test_dotted_settings_nest_and_read_values_as_yaml():
                             "crop.resize=opencv", "evaluate.resolution=null"]) == {
         "blur": {"fixed": {"stride": 3}, "gamma": 2.2}, "train_cfmd": {"colour": [0.7, 1.0]},
         "crop": {"resize": "opencv"}, "evaluate": {"resolution": None}}
+
+
+def test_a_preset_that_is_missing_or_not_sections_is_one_line(tmp_path):
+    from pipeline.train.presets import main as preset_main
+
+    with pytest.raises(SystemExit, match=r"^presets: .*nope\.yaml: cannot read the preset \(No such file or directory\)$"):
+        preset_main([str(tmp_path / "nope.yaml")])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- train_cfmd\n- steps: 5\n")
+    with pytest.raises(SystemExit, match=r"^presets: .*list\.yaml: a preset holds params sections .* not a list$"):
+        preset_main([str(listed)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train_cfmd: [unclosed\n")
+    with pytest.raises(SystemExit, match=r"^presets: .*broken\.yaml: not valid YAML"):
+        preset_main([str(broken)])

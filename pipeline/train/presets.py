@@ -36,9 +36,29 @@ def stage_names(dvc_file: str = "dvc.yaml") -> set[str]:
         return set((yaml.safe_load(f) or {}).get("stages") or {})
 
 
+class PresetError(ValueError):
+    """A preset file that is missing, not YAML, or not a mapping of params sections."""
+
+
+def read_preset(path: str) -> dict:
+    """The preset's params sections; PresetError naming the file otherwise."""
+    try:
+        with open(path) as f:
+            preset = yaml.safe_load(f)
+    except OSError as e:
+        raise PresetError(f"{path}: cannot read the preset ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise PresetError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if preset is None:
+        return {}
+    if not isinstance(preset, dict) or not all(isinstance(v, dict) for v in preset.values()):
+        raise PresetError(f"{path}: a preset holds params sections (section: then key: value lines, as in "
+                          f"params.yaml), not a {type(preset).__name__}")
+    return preset
+
+
 def command(path: str, extra: list[str] | None = None, dvc_file: str = "dvc.yaml") -> list[str]:
-    with open(path) as f:
-        preset = yaml.safe_load(f) or {}
+    preset = read_preset(path)
     args = ["dvc", "exp", "run"]
     for item in overrides(preset):
         args += ["-S", item]
@@ -52,7 +72,10 @@ def main(argv=None):
     p.add_argument("--run", action="store_true", help="run the command instead of printing it")
     p.add_argument("extra", nargs="*", help="more `dvc exp run` arguments (after --), e.g. -n paper-run")
     args = p.parse_args(argv)
-    cmd = command(args.preset, args.extra)
+    try:
+        cmd = command(args.preset, args.extra)
+    except PresetError as e:
+        raise SystemExit(f"presets: {e}") from None
     if args.run:
         os.execvp(cmd[0], cmd)
     print(shlex.join(cmd))

@@ -118,7 +118,8 @@ def test_deblur_output_names_never_collide(tmp_path):
     assert names == {a: "face.jpg", b: "face.png", c: "other"}
     img = np.zeros((8, 8, 3), np.uint8)
     for path, value in ((a, 10), (b, 200)):
-        r = Restored(path, [img + value], [None], img, [0, 0, 8, 8], "none", "hog", {"source": str(path)})
+        r = Restored(path, img + value, [0, 0, 8, 8], np.zeros((1, 8, 8, 3), np.float32), np.ones((8, 8), np.float32),
+                     [None], "none", "hog", info={"source": str(path)})
         write_result(tmp_path / "out", r, animation="none", name=names[path])
     for path, value in ((a, 10), (b, 200)):
         frame = cv2.imread(str(tmp_path / "out" / path.name / "frame_00.png"))

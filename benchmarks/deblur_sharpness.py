@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "sharpness.json").write_text(json.dumps(rows, indent=2) + "\n")
     write_sheet(out / "before_after.png", cells, tile=160,
-                title="face box: input | restoration pasted (before) | correction added (pipeline.deblur)")
+                title="face box: input | pasted (before) | deblur")
     print(f"wrote {out / 'sharpness.json'} and {out / 'before_after.png'}")
     if args.large:
         large_photo_memory(models[0].path)

@@ -279,11 +279,32 @@ def sharpness(image: np.ndarray, box=None) -> float:
 # ------------------------------------------------------------------------------ restoring
 
 
+def model_corrections(model, crop: np.ndarray, u: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(the face crop at the size the model was trained at, as training saw it (area-downscaled),
+    N x r x r x 3 float32: the model's restoration at each u minus that input, in grey levels)."""
+    from pipeline.models.inference import restore_many
+
+    small = crop
+    if model.resolution:
+        small = downscale(crop, model.resolution) if model.resolution < crop.shape[0] else \
+            cv2.resize(crop, (model.resolution, model.resolution), interpolation=cv2.INTER_CUBIC)
+    restored = restore_many(model, small, u, batch_size=16)
+    return small, restored.astype(np.float32) - small.astype(np.float32)[None]
+
+
+def restore_crop(model, crop: np.ndarray, u: list[float | None], path: str | Path = "crop") -> list[np.ndarray]:
+    """A dataset-sized face crop restored at each u as `pipeline.deblur --output crop` restores it
+    (the correction at the model's size upsampled and added; never less sharp than the input)."""
+    small, corrections = model_corrections(model, crop, u)
+    size = crop.shape[0]
+    result = Restored(Path(path), crop, [0, 0, crop.shape[1], size], corrections,
+                      np.ones(small.shape[:2], np.float32), u, "none", "none", feather=0.0)
+    return [frame.copy() for frame in result.frames()]
+
+
 def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSettings = DeblurSettings(),
                  output: str = "paste", detector: str = "auto", upsample: int = 1, max_side: int = 640) -> Restored:
     """One photo -> Restored (see the module doc); DeblurError naming the file on failure."""
-    from pipeline.models.inference import restore_many
-
     path = Path(path)
     if output not in OUTPUT_MODES:
         raise ValueError(f"output must be one of {OUTPUT_MODES}")
@@ -292,13 +313,8 @@ def deblur_image(path: str | Path, model, frames: int = 7, settings: DeblurSetti
     photo = read_image(path)
     points, used = find_face(photo, detector, upsample, max_side, name=str(path))
     crop, box, edge = face_crop(photo, points, settings.crop)
-    small = crop
-    if model.resolution:  # the face at the size the model was trained at (issue 22), as training saw it
-        small = downscale(crop, model.resolution) if model.resolution < crop.shape[0] else \
-            cv2.resize(crop, (model.resolution, model.resolution), interpolation=cv2.INTER_CUBIC)
     u = [float(v) for v in control_factors(frames, settings.u_formula)] if model.multi_output else [None]
-    restored = restore_many(model, small, u, batch_size=16)
-    corrections = restored.astype(np.float32) - small.astype(np.float32)[None]
+    small, corrections = model_corrections(model, crop, u)
     weight = inside_weight(box, photo.shape, crop.shape[0], small.shape[0])
     if output == "paste":
         base, where = photo, [int(v) for v in box]

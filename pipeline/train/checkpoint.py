@@ -103,6 +103,8 @@ def load(directory: str | Path, expected_fingerprint: str, keep_aside: bool = Tr
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:  # another process (rank 0) kept it aside meanwhile: not this run's
+        return None
     except Exception as e:  # noqa: BLE001 - an unpickling refusal, a damaged file: never run, never guessed at
         raise CheckpointError(
             f"{path}: not a checkpoint this project can load safely ({type(e).__name__}: "

@@ -152,3 +152,12 @@ def test_a_preset_that_is_missing_or_not_sections_is_one_line(tmp_path):
     broken.write_text("train_cfmd: [unclosed\n")
     with pytest.raises(SystemExit, match=r"^presets: .*broken\.yaml: not valid YAML"):
         preset_main([str(broken)])
+
+
+def test_a_data_preset_runs_the_whole_pipeline_and_a_training_preset_its_stages():
+    from pipeline.train.presets import command
+
+    data = command(str(REPO / "presets/300vw.yaml"), ["-S", "ingest.source=/data/300VW"], str(REPO / "dvc.yaml"))
+    assert data[:3] == ["dvc", "exp", "run"] and data[-2:] == ["-S", "ingest.source=/data/300VW"]  # no stage target
+    training = command(str(REPO / "presets/chrysos-paper.yaml"), None, str(REPO / "dvc.yaml"))
+    assert training[-3:] == ["train_chrysos_hg", "train_chrysos_gan", "evaluate"]

@@ -17,6 +17,12 @@ import shlex
 
 import yaml
 
+from pipeline.params import SCHEMA
+
+# params sections of the data half (some share a stage's name, e.g. ingest): a preset holding one
+# changes the dataset, so it runs the whole pipeline rather than that one stage
+DATA_SECTIONS = frozenset(SCHEMA)
+
 
 def overrides(preset: dict, prefix: str = "") -> list[str]:
     out = []
@@ -63,6 +69,8 @@ def command(path: str, extra: list[str] | None = None, dvc_file: str = "dvc.yaml
     for item in overrides(preset):
         args += ["-S", item]
     stages = stage_names(dvc_file)
+    if any(k in DATA_SECTIONS for k in preset):  # a data change reaches every stage: the whole pipeline
+        return args + list(extra or [])
     return args + list(extra or []) + [k for k in preset if k in stages]
 
 

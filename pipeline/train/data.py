@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.dataset.manifest import _read_rgb, centre_position, downscale, load_at, middle_position, sample_rows
+from pipeline.train.config import TrainingSetupError
 
 TARGETS = ("moment", "middle", "centre")
 ONE_FRAME = {"middle": middle_position, "centre": centre_position}  # targets of one fixed frame per row
@@ -59,8 +60,6 @@ def split_validation(rows: list[dict], video: str | None, test_videos=()) -> tup
     if video is None:
         return rows, []
     if video in set(test_videos):
-        from pipeline.train.config import TrainingSetupError
-
         raise TrainingSetupError(f"validation_video = {video}: a test video; hold out a training video instead "
                          "(the validation split chooses the checkpoint, so it must not be what the models are scored on)")
     held = [r for r in rows if r["video_id"] == video]
@@ -78,7 +77,6 @@ def split_validation(rows: list[dict], video: str | None, test_videos=()) -> tup
 def training_and_validation_rows(root: str | Path, methods, video: str | None) -> tuple[list[dict], list[dict]]:
     """The train split's rows made by `methods`, with `video` held out for validation (`split_validation`)."""
     from pipeline.dataset.manifest import read_manifests
-    from pipeline.train.config import TrainingSetupError
 
     test = set(read_manifests(root, split="test")["video_id"].to_pylist())
     try:

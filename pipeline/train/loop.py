@@ -35,7 +35,7 @@ from pipeline.train import checkpoint
 
 from pipeline.train import ddp
 from pipeline.train.augment import RandomScaleCrop
-from pipeline.train.config import LoopConfig, RuntimeConfig
+from pipeline.train.config import LoopConfig, RuntimeConfig, TrainingSetupError
 from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,
                                  start_workers)
 from pipeline.models.device import Runtime
@@ -175,17 +175,19 @@ class TrainingDiverged(RuntimeError):
 
 
 def check_finite(losses: dict[str, torch.Tensor], modules: dict[str, nn.Module] | None, step: int, lr: float,
-                 desc: str) -> None:
-    """TrainingDiverged naming the first non-finite loss (or network) at `step`. Losses are checked
-    every step (one scalar sync); weights before anything is saved."""
+                 desc: str, env: ddp.DistEnv | None = None) -> None:
+    """TrainingDiverged naming the non-finite losses (or network) at `step`, on every process when
+    one process's losses are not finite (so none waits for the others). Losses are checked every
+    step (one scalar sync); weights before anything is saved."""
     if losses:
         values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if not bool(torch.isfinite(values).all()):
+        finite = bool(torch.isfinite(values).all())
+        if ddp.any_rank(not finite, env, values.device) if env is not None else not finite:
             bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach().float()))}
+            found = ", ".join(f"{k} = {v}" for k, v in bad.items()) or "on another process"
             raise TrainingDiverged(
-                f"the training diverged at step {step}: {', '.join(f'{k} = {v}' for k, v in bad.items())} (lr {lr:g}); "
-                f"nothing was saved and the previous outputs are untouched. Lower {desc}.lr (or the loss weights) "
-                "and rerun")
+                f"the training diverged at step {step}: {found} (lr {lr:g}); nothing was saved and the previous "
+                f"outputs are untouched. Lower {desc}.lr (or the loss weights) and rerun")
     for name, module in (modules or {}).items():
         bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
         if bad:
@@ -240,8 +242,6 @@ def _quietly(call, *args, **kwargs) -> None:
 
 
 def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int, desc: str = "train") -> int:
-    from pipeline.train.config import TrainingSetupError
-
     samples = loop.epoch_samples or n_items
     steps = samples // (loop.batch_size * world_size)
     if steps < 1:
@@ -252,8 +252,6 @@ def steps_per_epoch(loop: LoopConfig, n_items: int, world_size: int, desc: str =
 
 def check_crop_size(loop: LoopConfig, dataset: FaceDeblurDataset, desc: str) -> None:
     """The training crop must fit in the images it is cut from (known once the dataset is read)."""
-    from pipeline.train.config import TrainingSetupError
-
     if len(dataset) and loop.crop_size > dataset.image_size:
         raise TrainingSetupError(f"{desc}.crop_size = {loop.crop_size}: above the {dataset.image_size}px training "
                                  f"images ({desc}.resolution, or the dataset's crop.size); set it to at most "
@@ -351,7 +349,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 batch = augment(batch, generator)
                 batch = batch._replace(blurry=runtime.images(batch.blurry), sharp=runtime.images(batch.sharp))
                 losses = task.train_step(batch)
-                check_finite(losses, None, step + 1, first_opt.param_groups[0]["lr"], desc)
+                check_finite(losses, None, step + 1, first_opt.param_groups[0]["lr"], desc, env)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 count += 1

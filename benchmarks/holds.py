@@ -204,6 +204,37 @@ def diffs(frames: list) -> tuple[np.ndarray, np.ndarray]:
     return np.array(d), np.array(b)
 
 
+def block_valley(d: np.ndarray, b: np.ndarray, low_share: float = 0.05, gap: float = 0.5,
+                 bounds: tuple[float, float] = (1.0, 4.0)) -> np.ndarray:
+    """A CANDIDATE per-video rule, measured here before it goes into the pipeline: split the video's
+    log block changes in two (Otsu); where the split is clear (at least `low_share` of the pairs
+    below it, class means `gap` decades apart), pairs below the widest gap between the two class
+    means (bounded to `bounds` grey levels) repeat, besides what today's rule finds."""
+    base = repeats(d, b)
+    ok = np.isfinite(b) & (b > 0)
+    x = np.sort(np.log10(b[ok]))
+    if len(x) < 10:
+        return base
+    best, split = -1.0, None
+    for k in range(1, len(x)):  # Otsu on the sorted values: the split of largest between-class variance
+        w0, w1 = k / len(x), 1 - k / len(x)
+        between = w0 * w1 * (x[:k].mean() - x[k:].mean()) ** 2
+        if between > best:
+            best, split = between, k
+    lo, hi = x[:split], x[split:]
+    if split / len(x) < low_share or hi.mean() - lo.mean() < gap:
+        return base
+    inside = x[(x >= lo.mean()) & (x <= hi.mean())]
+    if len(inside) < 2:
+        return base
+    k = int(np.argmax(np.diff(inside)))
+    threshold = float(np.clip(10 ** ((inside[k] + inside[k + 1]) / 2), *bounds))
+    extra = ok.copy()
+    extra[ok] = b[ok] < threshold
+    extra[0] = False
+    return base | extra
+
+
 def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
     """Section 4 (module doc): one row per clip x cadence x codec (cadence `none`: the original)."""
     import tempfile
@@ -223,10 +254,13 @@ def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
                     d, b = diffs(encode(copy, Path(tmp)))
                 truth_n = truth[:len(d)]
                 found = repeats(d, b)
+                candidate = block_valley(d, b)
                 real = ~truth_n
                 real[0] = False
                 rows.append({"clip": clip.stem, "cadence": cadence_name, "codec": codec, "held": int(truth_n.sum()),
                              "found": int((found & truth_n).sum()), "false": int((found & real).sum()),
+                             "candidate_found": int((candidate & truth_n).sum()),
+                             "candidate_false": int((candidate & real).sum()),
                              "held_diff_max": float(np.nanmax(d[truth_n])) if truth_n.any() else None,
                              "held_block_max": float(np.nanmax(b[truth_n])) if truth_n.any() else None,
                              "real_diff_min": float(np.nanmin(d[real])), "real_block_min": float(np.nanmin(b[real]))})
@@ -237,8 +271,8 @@ def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
 def print_matrix(rows: list[dict]) -> None:
     print("\n## 4. The codec matrix: today's detector on held copies (recall) and originals (false repeats)\n")
     print("| codec | cadence | clips | recall (all) | worst clip | false repeats | held pairs: diff max / block max | "
-          "real changes: diff min / block min |")
-    print("|---|---|---|---|---|---|---|---|")
+          "real changes: diff min / block min | candidate: recall, worst clip, false |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for codec in dict.fromkeys(r["codec"] for r in rows):
         for cadence_name in ("none", *CADENCES):
             sel = [r for r in rows if r["codec"] == codec and r["cadence"] == cadence_name]
@@ -252,8 +286,17 @@ def print_matrix(rows: list[dict]) -> None:
                          f"{max(r['held_block_max'] for r in sel if r['held']):.2f}")
             else:  # the originals re-encoded: only false repeats can happen
                 recall, pairs = "- | -", "-"
+            candidate = "-"
+            if "candidate_found" in sel[0]:
+                false = sum(r["candidate_false"] for r in sel)
+                if held:
+                    worst = min(r["candidate_found"] / r["held"] for r in sel if r["held"])
+                    candidate = f"{sum(r['candidate_found'] for r in sel) / held:.1%}, {worst:.1%}, {false}"
+                else:
+                    candidate = f"-, -, {false}"
             print(f"| {codec} | {cadence_name} | {len(sel)} | {recall} | {sum(r['false'] for r in sel)} | {pairs} | "
-                  f"{min(r['real_diff_min'] for r in sel):.3f} / {min(r['real_block_min'] for r in sel):.2f} |")
+                  f"{min(r['real_diff_min'] for r in sel):.3f} / {min(r['real_block_min'] for r in sel):.2f} | "
+                  f"{candidate} |")
 
 
 def main(argv=None) -> None:

@@ -146,10 +146,6 @@ class Restored:
             self.output_sharpness.append(round(after, 2))
             yield work
 
-    @property
-    def blurry(self) -> np.ndarray:
-        return self.base
-
 
 # ------------------------------------------------------------------------------ reading and finding the face
 
@@ -413,7 +409,7 @@ def write_result(out_dir: str | Path, result: Restored, animation: str = "gif", 
         anim = None
         if animation != "none":
             # CFMD-GAN: the N moments in order; one-output models: before / after
-            seq = still if len(still) > 1 else [animation_frame(result.blurry), still[0]]
+            seq = still if len(still) > 1 else [animation_frame(result.base), still[0]]
             anim = write_animation(work / f"sequence.{animation}", seq, fps if len(still) > 1 else 1.0)
         info = {**result.info, "frames": [p.name for p in pngs], "animation": anim.name if anim else None,
                 "sharpness": {**result.info.get("sharpness", {}), "output": result.output_sharpness},

@@ -316,6 +316,11 @@ SCHEMA: dict[str, Section] = {
             "context": Int(ge=1, le=30),
             "max_block_diff": Float(gt=0, le=255),
             "max_side": Int(ge=16),
+            "phase_window": Int(ge=0, le=1000),
+            "phase_agreement": Float(gt=0.5, le=1),
+            "phase_max_period": Int(ge=2, le=12),
+            "phase_min_periods": Int(ge=2, le=100),
+            "phase_contrast": Float(ge=1, le=1000),
         }),
     }),
     "crop": Section({

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dataset.dlib_models import frontal_face_detector, shape_predictor_68
-from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, repeats
+from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, in_held_phase, pair_repeats
 from pipeline.dataset.pts import PtsError, annotations_by_number, read_pts
 from pipeline.dataset.video import VideoError, VideoSource, frame_numbers, is_input_error, iter_frames
 
@@ -424,8 +424,9 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
     (`pipeline.dataset.holds.cadence`: repeat share, mean hold, cadence).
 
     Every frame's difference to the previous one is measured as it is decoded (HoldMeter); whether
-    it repeats the previous picture needs `holds.context` frames after it, so a frame is written
-    once those are decoded."""
+    it repeats the previous picture needs `holds.context` frames after it, and the cadence rule up
+    to `2 x holds.phase_window + 1` (fewer at a cut), so a frame is written once those are decoded
+    (landmark rows only: a few hundred bytes a frame)."""
     annots = annotations_by_number(src.annot_dir) if params.use_pts else {}
     numbers = frame_numbers(src, n_frames)
     single = params.faces == "largest" or bool(annots)  # .pts sources keep their single annotated track
@@ -454,9 +455,17 @@ def iter_landmarks(src: VideoSource, params: LandmarkParams, n_frames: int, batc
                 return
             if not final and len(diffs) <= i + hp.context:
                 return
-            pending.pop(0)
             lo, hi = max(0, i - hp.context), i + hp.context + 1
-            repeat = bool(repeats(diffs[lo:hi], blocks[lo:hi], hp, cut_flags[lo:hi])[i - lo]) if i else False
+            repeat = bool(pair_repeats(diffs[lo:hi], blocks[lo:hi], hp, cut_flags[lo:hi])[i - lo]) if i else False
+            if not repeat and i:
+                # the cadence rule looks at most 2 x phase_window + 1 pairs from i: pass only those
+                w0 = max(0, i - 2 * hp.phase_window - 2)
+                w1 = i + 2 * hp.phase_window + 2
+                phase = in_held_phase(blocks[w0:w1], cut_flags[w0:w1], i - w0, hp, complete=final)
+                if phase is None:
+                    return
+                repeat = phase
+            pending.pop(0)
             repeat_flags.append(repeat)
             picture = picture if repeat else i
             rows = [r for r in rows if r[0] is None or r[0].tid is not None]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import GRID, MOTION, VIDEOS, annotated_sequence, dlib_points, read_frames, run_stages, write_clip
-from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, picture_view, pictures, repeat_free_videos, repeats
+from pipeline.dataset.holds import (HoldMeter, HoldParams, cadence, pair_repeats, picture_view, pictures,
+                                    repeat_free_videos, repeats)
 from pipeline.manifest import load_sample, read_manifests
 
 TALKING = VIDEOS / "talking"
@@ -123,6 +124,74 @@ def test_held_copies_reencoded_with_an_inter_frame_codec_are_detected(tmp_path):
         assert found.sum() >= 0.85 * truth.sum()
         if cadence_name:
             assert cadence(found)["cadence"] == cadence_name
+
+
+@pytest.mark.parametrize("clip,pattern,fourcc,ext", [
+    (TALKING / "WDA_KatieHill_000.mp4", [3, 2], "mp4v", ".mp4"),  # clean, fast: keyframes refresh held copies
+    (GRID / "bbaf2n.mpg", [2], "MPG2", ".mpg"),  # noisy MPEG-1 source, little motion, MPEG-2 copies
+], ids=["clean-3:2-mp4v", "noisy-2:2-mpeg2"])
+def test_held_copies_through_a_lossy_codec_are_found_by_their_cadence(tmp_path, clip, pattern, fourcc, ext):
+    """The codec matrix's cases (benchmarks/holds.py --codecs): a held copy re-encoded by a lossy
+    codec differs from its picture by as much as a real small change does (MPEG-2: up to 1.9 grey
+    levels in one block, against 1.25 for the clip's smallest real change), so the pair rules alone
+    find 138 of 150 (mp4v) and 38 of 75 (MPEG-2) held pairs; the cadence rule finds all of them,
+    and still takes no real change of the original, re-encoded the same way, for a repeat."""
+    frames = read_frames(clip, 100)
+    for name, copy in (("original", frames), ("copy", _held(frames, pattern))):
+        path = tmp_path / f"{name}{ext}"
+        write_clip(path, copy, fourcc=fourcc)
+        d, b = measure(path)
+        truth = np.array([False] + [copy[i] is copy[i - 1] for i in range(1, len(copy))])[:len(d)]
+        found = repeats(d, b)
+        assert not (found & ~truth).any(), (name, np.flatnonzero(found & ~truth))
+        assert found.sum() >= 0.98 * truth.sum(), (name, int(found.sum()), int(truth.sum()))
+    if pattern == [2]:
+        assert cadence(found)["cadence"] == "2:2"
+
+
+def test_the_landmarks_stage_decides_holds_as_the_whole_video_rule_does(tmp_path):
+    """The stage decides frame by frame while decoding (a window of pairs after each frame); its
+    `picture` column is what `repeats` gives on the whole video's differences, cadence rule included."""
+    from pipeline.dataset.landmarks import LandmarkParams, extract_video
+    from pipeline.dataset.video import VideoSource
+
+    path = tmp_path / "copy.mpg"
+    write_clip(path, _held(read_frames(GRID / "bbaf2n.mpg", 60), [3, 2]), fourcc="MPG2")
+    table = extract_video(VideoSource("copy", str(path), "video"), LandmarkParams(), 150)
+    rows = {int(f): (p, d, bd, c) for f, p, d, bd, c in zip(*(table[k].to_pylist() for k in
+                                                             ("frame", "picture", "frame_diff", "block_diff", "cut")))}
+    n = max(rows) + 1
+    d = np.array([np.nan if rows[i][1] is None else rows[i][1] for i in range(n)])
+    b = np.array([np.nan if rows[i][2] is None else rows[i][2] for i in range(n)])
+    cut = np.array([rows[i][3] for i in range(n)], bool)
+    whole = pictures(repeats(d, b, cut=cut))
+    assert [rows[i][0] for i in range(n)] == whole.tolist()
+    assert not pictures(np.zeros(n, bool)).tolist() == whole.tolist()  # the copy's holds were found
+
+
+def test_the_cadence_rule_needs_a_period_and_stops_at_cuts():
+    """A held phase counts only where one period's phases split the block changes cleanly and
+    inside one shot; irregular small changes (a still moment) are never a cadence."""
+    rng = np.random.default_rng(0)
+    n = 120
+    b = np.where(np.arange(n) % 2 == 1, rng.uniform(0.8, 1.6, n), rng.uniform(2.0, 4.0, n))  # 2:2 behind noise
+    d = b / 3
+    d[0] = b[0] = np.nan
+    r = repeats(d, b)
+    assert r[1::2].all() and not r[2::2].any()
+    assert not pair_repeats(d, b).any()  # no pair rule sees them
+    assert not repeats(d, b, HoldParams(phase_window=0)).any()
+    still = rng.uniform(0.8, 4.0, n)  # the same values in no order
+    still[0] = np.nan
+    assert not repeats(still / 3, still).any()
+    cut = np.zeros(n, bool)
+    cut[60] = True  # a cut: the phase flips after it
+    b2 = np.r_[b[:60], b[59:119]]  # from frame 60 on, the even frames are the held ones
+    r2 = repeats(b2 / 3, b2, cut=cut)
+    assert not r2[60] and r2[1:60:2].all() and not r2[2:60:2].any()
+    assert r2[62::2].all() and not r2[61::2].any()
+    uncut = repeats(b2 / 3, b2)  # without the cut, windows across frame 60 mix both phases
+    assert not np.array_equal(uncut, r2)
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from conftest import read_frames, run_stages  # noqa: E402  (the tests' helpers: one definition)
-from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, repeats  # noqa: E402
+from conftest import dlib_points, pts_text, read_frames, run_stages  # noqa: E402  (the tests' helpers: one definition)
+from pipeline.dataset.holds import HoldMeter, HoldParams, cadence, pair_repeats, repeats  # noqa: E402
 
 HELD = ("obama_weekly_address", "white_house_performance", "cap12_edit", "cap13_edit2")
 
@@ -204,48 +204,27 @@ def diffs(frames: list) -> tuple[np.ndarray, np.ndarray]:
     return np.array(d), np.array(b)
 
 
-def block_valley(d: np.ndarray, b: np.ndarray, low_share: float = 0.05, gap: float = 0.5,
-                 bounds: tuple[float, float] = (1.0, 4.0)) -> np.ndarray:
-    """A CANDIDATE per-video rule, measured here before it goes into the pipeline: split the video's
-    log block changes in two (Otsu); where the split is clear (at least `low_share` of the pairs
-    below it, class means `gap` decades apart), pairs below the widest gap between the two class
-    means (bounded to `bounds` grey levels) repeat, besides what today's rule finds."""
-    base = repeats(d, b)
-    ok = np.isfinite(b) & (b > 0)
-    x = np.sort(np.log10(b[ok]))
-    if len(x) < 10:
-        return base
-    best, split = -1.0, None
-    for k in range(1, len(x)):  # Otsu on the sorted values: the split of largest between-class variance
-        w0, w1 = k / len(x), 1 - k / len(x)
-        between = w0 * w1 * (x[:k].mean() - x[k:].mean()) ** 2
-        if between > best:
-            best, split = between, k
-    lo, hi = x[:split], x[split:]
-    if split / len(x) < low_share or hi.mean() - lo.mean() < gap:
-        return base
-    inside = x[(x >= lo.mean()) & (x <= hi.mean())]
-    if len(inside) < 2:
-        return base
-    k = int(np.argmax(np.diff(inside)))
-    threshold = float(np.clip(10 ** ((inside[k] + inside[k + 1]) / 2), *bounds))
-    extra = ok.copy()
-    extra[ok] = b[ok] < threshold
-    extra[0] = False
-    return base | extra
+def matrix_clips(videos: Path) -> list[Path]:
+    """Every repeat-free sample clip, and the new talking clips but Reagan's (it holds frames)."""
+    clips = [p for p in sorted(videos.rglob("*")) if p.suffix in (".mp4", ".mpg") and p.stem not in HELD]
+    shared = REPO.parent / "shared/data/faces/talking"  # where the samples do not hold them yet
+    clips += [p for p in sorted(shared.glob("*_256.mp4")) if p.stem not in {c.stem for c in clips}]
+    return [p for p in clips if not p.stem.startswith("Reagan")]
+
+
+MARGIN = HoldParams(phase_agreement=0.7, phase_contrast=1.5)  # the cadence rule looser: what it would flag
 
 
 def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
-    """Section 4 (module doc): one row per clip x cadence x codec (cadence `none`: the original)."""
+    """Section 4 (module doc): one row per clip x cadence x codec (cadence `none`: the original).
+    `pair_*`: the pair rules alone (the detector before the cadence rule); `found`/`false`: the
+    detector (`repeats`, the defaults); `margin_false`: with the looser MARGIN."""
     import tempfile
 
-    clips = [p for p in sorted(videos.rglob("*")) if p.suffix in (".mp4", ".mpg") and p.stem not in HELD]
-    shared = REPO.parent / "shared/data/faces/talking"
-    clips += [p for p in sorted(shared.glob("*_256.mp4")) if not p.stem.startswith("Reagan")]  # Reagan holds frames
     rows = []
     work.mkdir(parents=True, exist_ok=True)
     codecs = encoders()
-    for clip in clips:
+    for clip in matrix_clips(videos):
         original = read_frames(clip, frames)
         for cadence_name, pattern in [("none", [1]), *CADENCES.items()]:
             copy, truth = held_copy(original, pattern)
@@ -253,14 +232,13 @@ def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
                 with tempfile.TemporaryDirectory(dir=work) as tmp:
                     d, b = diffs(encode(copy, Path(tmp)))
                 truth_n = truth[:len(d)]
-                found = repeats(d, b)
-                candidate = block_valley(d, b)
                 real = ~truth_n
                 real[0] = False
+                pair, found, margin = pair_repeats(d, b), repeats(d, b), repeats(d, b, MARGIN)
                 rows.append({"clip": clip.stem, "cadence": cadence_name, "codec": codec, "held": int(truth_n.sum()),
                              "found": int((found & truth_n).sum()), "false": int((found & real).sum()),
-                             "candidate_found": int((candidate & truth_n).sum()),
-                             "candidate_false": int((candidate & real).sum()),
+                             "pair_found": int((pair & truth_n).sum()), "pair_false": int((pair & real).sum()),
+                             "margin_false": int((margin & real).sum()),
                              "held_diff_max": float(np.nanmax(d[truth_n])) if truth_n.any() else None,
                              "held_block_max": float(np.nanmax(b[truth_n])) if truth_n.any() else None,
                              "real_diff_min": float(np.nanmin(d[real])), "real_block_min": float(np.nanmin(b[real]))})
@@ -269,10 +247,10 @@ def codec_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
 
 
 def print_matrix(rows: list[dict]) -> None:
-    print("\n## 4. The codec matrix: today's detector on held copies (recall) and originals (false repeats)\n")
-    print("| codec | cadence | clips | recall (all) | worst clip | false repeats | held pairs: diff max / block max | "
-          "real changes: diff min / block min | candidate: recall, worst clip, false |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n## 4. The codec matrix: held copies (recall) and originals (false repeats)\n")
+    print("| codec | cadence | clips | recall (all) | worst clip | false repeats | pair rules alone: recall, false | "
+          "agreement 0.7, contrast 1.5: false | held pairs: diff max / block max | real changes: diff min / block min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for codec in dict.fromkeys(r["codec"] for r in rows):
         for cadence_name in ("none", *CADENCES):
             sel = [r for r in rows if r["codec"] == codec and r["cadence"] == cadence_name]
@@ -281,22 +259,108 @@ def print_matrix(rows: list[dict]) -> None:
             held = sum(r["held"] for r in sel)
             if held:
                 worst = min((r["found"] / r["held"], r["clip"]) for r in sel if r["held"])
-                recall = f"{sum(r['found'] for r in sel) / held:.1%} | {worst[0]:.1%} ({worst[1]})"
+                recall = f"{sum(r['found'] for r in sel) / held:.1%} | {worst[0]:.1%}" + (f" ({worst[1]})" if worst[0] < 1 else "")
+                pair = f"{sum(r['pair_found'] for r in sel) / held:.1%}"
                 pairs = (f"{max(r['held_diff_max'] for r in sel if r['held']):.3f} / "
                          f"{max(r['held_block_max'] for r in sel if r['held']):.2f}")
             else:  # the originals re-encoded: only false repeats can happen
-                recall, pairs = "- | -", "-"
-            candidate = "-"
-            if "candidate_found" in sel[0]:
-                false = sum(r["candidate_false"] for r in sel)
-                if held:
-                    worst = min(r["candidate_found"] / r["held"] for r in sel if r["held"])
-                    candidate = f"{sum(r['candidate_found'] for r in sel) / held:.1%}, {worst:.1%}, {false}"
-                else:
-                    candidate = f"-, -, {false}"
-            print(f"| {codec} | {cadence_name} | {len(sel)} | {recall} | {sum(r['false'] for r in sel)} | {pairs} | "
-                  f"{min(r['real_diff_min'] for r in sel):.3f} / {min(r['real_block_min'] for r in sel):.2f} | "
-                  f"{candidate} |")
+                recall, pair, pairs = "- | -", "-", "-"
+            print(f"| {codec} | {cadence_name} | {len(sel)} | {recall} | {sum(r['false'] for r in sel)} | "
+                  f"{pair}, {sum(r['pair_false'] for r in sel)} | {sum(r['margin_false'] for r in sel)} | {pairs} | "
+                  f"{min(r['real_diff_min'] for r in sel):.3f} / {min(r['real_block_min'] for r in sel):.2f} |")
+
+
+WINDOW_CLIPS = ("WDA_KatieHill_000", "bbaf2n", "AmyKlobuchar_256", "TedLieu_256")
+
+
+DETECTORS = {"pair rules": {"landmarks": {"holds": {"phase_window": 0}}}, "detector": {}}
+
+
+def window_matrix(videos: Path, frames: int, work: Path) -> list[dict]:
+    """Section 5 (module doc): per codec, the originals and their held copies of WINDOW_CLIPS built
+    by the data stages in `pictures` mode (defaults, one run per codec); each copy's fixed windows
+    against its original's through the same codec: the count, and the PSNR of each window's blurry
+    image against the original's window of the same length starting on the same picture, and of
+    their middle sharp frames (one picture encoded twice at different places of the stream: what
+    the codec alone leaves, the ceiling of the blurry images' match)."""
+    clips = [p for p in matrix_clips(videos) if p.stem in WINDOW_CLIPS]
+    originals = {clip.stem: read_frames(clip, frames) for clip in clips}
+    points = {name: dlib_points(f) for name, f in originals.items()}  # each picture's landmarks, once
+    rows = []
+    for codec, encode in encoders().items():
+        src = work / "windows" / codec.replace(" ", "_") / "src"
+        shutil.rmtree(src.parent, ignore_errors=True)
+        src.mkdir(parents=True)
+        starts = {}  # copy folder -> per frame, the index of the picture it shows
+        for clip in clips:
+            for cadence_name, pattern in [("none", [1]), *CADENCES.items()]:
+                copy, truth = held_copy(originals[clip.stem], pattern)
+                name = f"{clip.stem}__{cadence_name.replace(':', '-')}"
+                folder = src / "tmp" / name
+                folder.mkdir(parents=True)
+                encode(copy, folder)
+                made = next(p for p in folder.iterdir() if p.is_file())
+                (src / name / "annot").mkdir(parents=True)
+                made.rename(src / name / f"vid{made.suffix}")
+                # 300VW layout: every frame's .pts holds its picture's landmarks, so each picture is
+                # cropped with the same box in the original and in every copy (no tracker history)
+                for k, pts in enumerate(held_copy(points[clip.stem], pattern)[0], start=1):
+                    (src / name / "annot" / f"{k:06d}.pts").write_text(pts_text(pts))
+                starts[name] = np.cumsum(~truth) - 1
+        shutil.rmtree(src / "tmp")
+        for detector, override in DETECTORS.items():
+            rows += _windows_against_originals(codec, detector, clips, starts, run_stages(
+                src.parent / detector.replace(" ", "_"), src, {"compute": {"n_jobs": 2}, **override},
+                stages=("ingest", "landmarks", "blur_fixed", "manifest")))
+        print(f"  windows, {codec}: done", file=sys.stderr)
+    return rows
+
+
+def _windows_against_originals(codec: str, detector: str, clips: list[Path], starts: dict, root: Path) -> list[dict]:
+    from pipeline.dataset.manifest import load_sample, middle_position, read_manifests
+    from pipeline.figure import psnr
+
+    rows = []
+    by_video: dict[str, dict] = {}
+    for r in read_manifests(root, method="fixed").to_pylist():
+        name = max((n for n in starts if r["video_id"] == n or r["video_id"].startswith(n + "-")), key=len)
+        picture = int(starts[name][r["start_frame"]])
+        by_video.setdefault(name, {})[(r["n_frames"], picture, r["track_id"])] = r
+    for clip in clips:
+        base = by_video.get(f"{clip.stem}__none", {})
+        for cadence_name in CADENCES:
+            windows = by_video.get(f"{clip.stem}__{cadence_name.replace(':', '-')}", {})
+            scores, ceiling = [], []
+            for key, r in windows.items():
+                if key in base:
+                    blurry, sharp = load_sample(r, root)
+                    blurry_o, sharp_o = load_sample(base[key], root)
+                    scores.append(min(float(psnr(blurry, blurry_o)), 99.0))
+                    middle = middle_position(r)
+                    ceiling.append(min(float(psnr(sharp[middle], sharp_o[middle])), 99.0))
+            rows.append({"codec": codec, "detector": detector, "clip": clip.stem, "cadence": cadence_name,
+                         "original_windows": len(base),
+                         "copy_windows": len(windows), "matched": len(scores), "psnr": scores,
+                         "sharp_psnr": ceiling})
+    return rows
+
+
+def print_windows(rows: list[dict]) -> None:
+    print("\n## 5. Pictures-mode windows of the held copies against their original's (same codec)\n")
+    print("| codec | cadence | detector | clips | windows: original / copy | count within 1% (clips) | matched | "
+          ">= 35 dB | median PSNR | the same sharp picture: >= 35 dB, median |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for codec, cadence_name, detector in dict.fromkeys((r["codec"], r["cadence"], r["detector"]) for r in rows):
+        sel = [r for r in rows if (r["codec"], r["cadence"], r["detector"]) == (codec, cadence_name, detector)]
+        scores = np.array([s for r in sel for s in r["psnr"]])
+        sharp = np.array([s for r in sel for s in r["sharp_psnr"]])
+        within = sum(abs(r["copy_windows"] - r["original_windows"]) <= 0.01 * r["original_windows"] for r in sel)
+        original = sum(r["original_windows"] for r in sel)
+        print(f"| {codec} | {cadence_name} | {detector} | {len(sel)} | {original} / {sum(r['copy_windows'] for r in sel)} | "
+              f"{within} of {len(sel)} | {len(scores)} | {np.mean(scores >= 35) if len(scores) else float('nan'):.1%} | "
+              f"{np.median(scores) if len(scores) else float('nan'):.1f} | "
+              f"{np.mean(sharp >= 35) if len(sharp) else float('nan'):.1%}, "
+              f"{np.median(sharp) if len(sharp) else float('nan'):.1f} |")
 
 
 def main(argv=None) -> None:
@@ -306,14 +370,18 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=str(REPO / "reports/holds"))
     p.add_argument("--codecs", action="store_true", help="only the codec matrix (section 4)")
     p.add_argument("--frames", type=int, default=100, help="--codecs: the first frames of each clip")
+    p.add_argument("--window-frames", type=int, default=60, help="--codecs: the first frames of each clip built into windows")
     args = p.parse_args(argv)
     videos = Path(args.videos)
     if args.codecs:
-        rows = codec_matrix(videos, args.frames, Path(args.work))
-        print_matrix(rows)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        rows = codec_matrix(videos, args.frames, Path(args.work))
+        print_matrix(rows)
         (out / "codec_matrix.json").write_text(json.dumps(rows, indent=1) + "\n")
+        rows = window_matrix(videos, args.window_frames, Path(args.work))
+        print_windows(rows)
+        (out / "codec_windows.json").write_text(json.dumps(rows, indent=1) + "\n")
         return
     meter = calibration(videos)
     cost(videos, meter)

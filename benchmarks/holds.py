@@ -11,13 +11,17 @@
    side by side, the `frames` window starting on the same frame (2-3 pictures: ghosts), the
    `pictures` window (7 pictures), the `pictures` window with `blur.interpolate: 4`, and the middle
    sharp picture. Prints Markdown tables.
-4. (`--codecs`, alone) The codec matrix: every repeat-free sample clip and the new talking clips of
+4. (`--codecs`, with 5 and without 1-3) The codec matrix: every repeat-free sample clip and the new talking clips of
    ../shared/data/faces/talking (their first `--frames` frames) made into 2:2, 3:2 and 2:1:1:1 held
    copies and re-encoded with OpenCV's writers (mp4v, MJPG, MPEG-2) and, where PyAV is installed,
    H.264 (libx264, crf 18 and 32); per codec and cadence, the held pairs found (recall, the worst
    clip's and over all) and the real changes taken for repeats, and the same re-encoding of each
-   original (false repeats). The frame difference and the largest block difference of the held
-   pairs and of the real ones show what separates them.
+   original (false repeats), for the detector, the pair rules alone and a looser cadence rule. The
+   frame difference and the largest block difference of the held pairs and of the real ones show
+   what separates them.
+5. (`--codecs`) Pictures-mode windows: four clips' originals and held copies through each codec
+   built by the data stages (landmarks from `.pts`, so every picture gets one box), each copy's
+   windows matched to its original's (count, PSNR of the blurry images and of one sharp picture).
 """
 from __future__ import annotations
 

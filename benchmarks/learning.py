@@ -8,6 +8,8 @@ PSNR / SSIM gain over the blurry input (issue 22).
     python benchmarks/learning.py --replot reports/learning         # redraw learning.png from learning.json
     python benchmarks/learning.py --budgets 10 --set 'train_*.colour=[0.7,1.0]' --set 'train_*.methods=[fixed,vla]'
                                                                     # params overrides after the preset
+    python benchmarks/learning.py --budgets 10 --models cfmd --train-videos talking-TedLieu_256 ...
+                                                                    # a subset of the training videos (people vs gain)
     python benchmarks/learning.py --models unet --budgets 2 4 8 --fit-ceiling talking-WDA_KatieHill_000
                                                                     # how far the budget fits one face (not a result)
 
@@ -49,7 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from pipeline.dataset.holds import repeat_free_videos  # noqa: E402
 from pipeline.dataset.manifest import centre_position, middle_position  # noqa: E402
 from pipeline.eval.selection import load_for_eval, spread_over_n  # noqa: E402
-from pipeline.eval.tables import scoreboard  # noqa: E402
+from pipeline.eval.scoring import IDENTICAL_PSNR, SHARP_INPUT  # noqa: E402
+from pipeline.eval.tables import scoreboard, sharp_input  # noqa: E402
 from pipeline.metrics.pixel import psnr, ssim  # noqa: E402
 from pipeline.models.common import to_float, to_uint8  # noqa: E402
 from pipeline.models.device import resolve_runtime  # noqa: E402
@@ -180,16 +183,20 @@ def restorer(model: str, task, runtime):
 
 def score(restore, rows: list[dict], root: Path, target: str, resolution: int | None, name: str) -> dict:
     """The evaluation's scoreboard of `restore` against the blurry input on `rows`."""
-    records = []
+    records, sharp_records = [], []
     for row in rows:
         position = centre_position(row) if target == "centre_fmr" else middle_position(row)
-        blurry, sharp = load_for_eval(row, root, [position], resolution)
+        mid = middle_position(row)
+        blurry, sharp = load_for_eval(row, root, sorted({position, mid}), resolution)
         target_image = sharp[position][None]
         for system, image in ((name, restore(blurry)), ("blurry", blurry)):
             records.append({"sample_id": row["sample_id"], "video_id": row["video_id"], "target_position": position,
                             "system": system, "psnr": float(psnr(image[None], target_image)[0]),
                             "ssim": float(ssim(image[None], target_image)[0])})
-    return scoreboard(records, name)
+        kept = restore(sharp[mid])[None]  # the no-harm row: the sharp middle frame as the input
+        sharp_records.append({"table": SHARP_INPUT, "system": name, "ssim": float(ssim(kept, sharp[mid][None])[0]),
+                              "psnr": min(float(psnr(kept, sharp[mid][None])[0]), IDENTICAL_PSNR)})
+    return {**scoreboard(records, name), "sharp_input": sharp_input(sharp_records, name)}
 
 
 def build(model: str, params: dict, runtime):
@@ -215,12 +222,19 @@ def build(model: str, params: dict, runtime):
     return None, hg_cfg.loop, "middle", HourglassTask(hg_cfg, runtime, DistEnv())
 
 
-def datasets(root: Path, loop, target: str, ceiling: str | None = None) -> tuple[FaceDeblurDataset, FaceDeblurDataset]:
+def datasets(root: Path, loop, target: str, ceiling: str | None = None,
+             only: list[str] | None = None) -> tuple[FaceDeblurDataset, FaceDeblurDataset]:
     """The training items (preloaded) and the validation video's. With `ceiling`, a test video:
     its own windows train and nothing is held out, so the last weights are scored on the windows
-    they were fitted to. That is a ceiling on what the budget can fit on one face, not a result."""
+    they were fitted to. That is a ceiling on what the budget can fit on one face, not a result.
+    With `only`, the training videos are those (--train-videos: how the gain grows with people)."""
     if ceiling is None:
         rows, held = training_and_validation_rows(root, loop.methods, loop.validation_video)
+        if only:
+            missing = set(only) - {r["video_id"] for r in rows}
+            if missing:
+                raise SystemExit(f"--train-videos: not training videos of {root}: {sorted(missing)}")
+            rows = [r for r in rows if r["video_id"] in set(only)]
     else:
         rows, held = [r for r in training_rows(root, loop.methods, split="test") if r["video_id"] == ceiling], []
         if not rows:
@@ -230,10 +244,10 @@ def datasets(root: Path, loop, target: str, ceiling: str | None = None) -> tuple
 
 
 def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution,
-              ceiling: str | None = None):
+              ceiling: str | None = None, only: list[str] | None = None):
     task, loop, target, hourglass = build(model, params, runtime)
     started = time.perf_counter()
-    train, held = datasets(root, loop, target, ceiling)
+    train, held = datasets(root, loop, target, ceiling, only)
     print(f"{model}: {len(train)} training items preloaded ({train.preloaded_bytes / 2**20:.0f} MiB) in "
           f"{time.perf_counter() - started:.0f} s; " + (f"fit ceiling: training on the test video {ceiling}, no validation"
           if ceiling else f"validation video {loop.validation_video} ({len(held)} windows)"),
@@ -252,7 +266,7 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
                         for k in ("methods", "validation_video", "degrade", "resolution"))
         loop = gan_cfg.loop
         if not same_data:  # the generator's section reads other windows or sizes: its own items
-            train, held = datasets(root, loop, target, ceiling)
+            train, held = datasets(root, loop, target, ceiling, only)
     trainer = Trainer(task, loop, runtime, train, held)
     results = []
     for mark in marks:
@@ -283,6 +297,11 @@ def report(r: dict) -> None:
         print(f"  {name:36s} {c['n']:4d} {c['gain']:+7.3f} {format(third['gain'], '+7.3f') if third else '      -'} "
               f"{c['psnr']:7.2f} {c['blurry_psnr']:7.2f} {c['ssim']:6.4f} {c['blurry_ssim']:6.4f} "
               f"{100 * c['worse_share']:5.1f}%", flush=True)
+    bands, sharp = t.get("bands", {}), t.get("sharp_input") or {}
+    print("  no harm: " + ", ".join(f"band {k} {c['gain']:+.3f} dB (n {c['n']}, worse {100 * c['worse_share']:.0f}%)"
+                                    for k, c in bands.items() if k in ("35_40", "40_up") and c["n"])
+          + (f"; sharp input {sharp['psnr']:.1f} dB from itself, {sharp['change_at_40']:+.3f} dB at 40 dB"
+             if sharp.get("n") else ""), flush=True)
 
 
 def plot(results: list[dict], videos: list[str], path: Path) -> None:
@@ -388,6 +407,8 @@ def main(argv=None) -> None:
                    help="the reference U-Net's settings (MSE: the loss the README table was measured with)")
     p.add_argument("--fit-ceiling", metavar="VIDEO", default=None,
                    help="train on this test video's own windows, no validation: how far the budget can fit one face")
+    p.add_argument("--train-videos", nargs="+", default=None, metavar="VIDEO_ID",
+                   help="train on these training videos only (the validation video stays held out)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="reports/learning")
     args = p.parse_args(argv)
@@ -411,8 +432,9 @@ def main(argv=None) -> None:
     resolution = params["evaluate"].get("resolution")
     test_rows = spread_over_n(training_rows(root, ["fixed"], split="test"), args.test_samples)
     loop_methods = params["train_chrysos_hg"].get("methods", ["fixed"])
-    train_rows = spread_over_n(training_rows(root, [loop_methods] if isinstance(loop_methods, str) else loop_methods),
-                               args.train_samples)
+    train_rows = [r for r in training_rows(root, [loop_methods] if isinstance(loop_methods, str) else loop_methods)
+                  if not args.train_videos or r["video_id"] in set(args.train_videos)]
+    train_rows = spread_over_n(train_rows, args.train_samples)
     videos = repeat_free_test_videos(test_rows, Path(args.landmarks_report))
     label = "repeat-free" if videos else "no repeat-free test video; plotted"
     videos = videos or sorted({r["video_id"] for r in test_rows})
@@ -420,7 +442,8 @@ def main(argv=None) -> None:
           f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
     results = []
     for model in args.models:
-        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution, args.fit_ceiling)
+        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution,
+                             args.fit_ceiling, args.train_videos)
     flat = []
     for r in results:
         row = {k: r[k] for k in ("model", "minutes", "steps", "chosen_step", "validation_gain", "data_wait_share")}
@@ -430,6 +453,10 @@ def main(argv=None) -> None:
                 row.update({f"{video}.{key}.gain": c["gain"], f"{video}.{key}.ssim_gain": c["ssim_gain"],
                             f"{video}.{key}.worse_share": c["worse_share"], f"{video}.{key}.n": c["n"]})
         row.update({"train.gain": r["train"]["gain"], "train.n": r["train"]["n"]})
+        for band in ("35_40", "40_up"):
+            row[f"split.band_{band}.gain"] = r["test"]["bands"][band]["gain"]
+        row.update({"split.sharp_input.psnr": r["test"]["sharp_input"]["psnr"],
+                    "split.sharp_input.change_at_40": r["test"]["sharp_input"]["change_at_40"]})
         flat.append(row)
     with open(out / "learning.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for row in flat for k in row}, key=lambda k: (k.count("."), k)))

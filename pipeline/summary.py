@@ -6,18 +6,17 @@ short flat keys, so `dvc metrics show metrics/summary.json` (one column per key)
 Keys (null where the source file or entry is missing, e.g. a method not evaluated):
 
   n.train, n.test       samples per split, fixed + VLA (metrics/dataset.json)
-  res                   the image side the models were scored at (evaluate.resolution), px
   cfmd.gain             CFMD-GAN's PSNR on its main table (every FMR frame at its u, all N) minus
                         the blurry input's PSNR on the same pairs, dB
   cfmd.third            the same gain on the blurriest third of those pairs (lowest blurry PSNR), dB
   cfmd.ssim             CFMD-GAN's SSIM on the main table
-  chrysos.gain, .third, .ssim   the same for Chrysos et al. (step-2 GAN), on the middle frame
-  t.cfmd                training seconds of train_cfmd
-  t.chrysos             training seconds of train_chrysos_hg + train_chrysos_gan
+  cfmd.sharp            the no-harm row: given each test window's sharp middle frame, what the change it
+                        makes would cost an input 40 dB from its target, dB (0: untouched; docs/evaluation.md)
+  chrysos.gain, .third, .ssim, .sharp   the same for Chrysos et al. (step-2 GAN), on the middle frame
 
-The absolute PSNRs and the per-N, per-band and per-video rows are in metrics/eval_<model>.json
-(with the gain on the blurriest third and the resolution added in issue 22, they no longer fit
-this one-row table).
+The absolute PSNRs, the per-N, per-band and per-video rows and the resolution scored are in
+metrics/eval_<model>.json, training seconds in metrics/train_*.json (`dvc metrics show` lists them
+too): with the no-harm row added, they no longer fit this one-row table.
 
 Scores are the fixed-window test samples' (the VLA ones when no fixed sample was scored).
 """
@@ -59,13 +58,10 @@ def model_scores(model: str, evaluation: Mapping | None) -> dict[str, float | No
         if ours and ours.get("psnr") is not None:
             gain = None if not base or base.get("psnr") is None else ours["psnr"] - base["psnr"]
             third = _get(evaluation, method, table, "scoreboard", "blurriest_third", "gain")
-            return {"gain": _round(gain, 2), "third": _round(third, 2), "ssim": _round(ours.get("ssim"), 4)}
-    return {"gain": None, "third": None, "ssim": None}
-
-
-def _seconds(*trainings: Mapping | None) -> float | None:
-    values = [_get(t, "seconds") for t in trainings]
-    return None if any(v is None for v in values) else round(sum(float(v) for v in values), 1)
+            sharp = _get(evaluation, "sharp_input", method, "change_at_40")
+            return {"gain": _round(gain, 2), "third": _round(third, 2), "ssim": _round(ours.get("ssim"), 4),
+                    "sharp": _round(sharp, 2)}
+    return {"gain": None, "third": None, "ssim": None, "sharp": None}
 
 
 def split_samples(dataset: Mapping | None, split: str) -> int | None:
@@ -73,17 +69,13 @@ def split_samples(dataset: Mapping | None, split: str) -> int | None:
     return None if not isinstance(counts, Mapping) else int(sum(counts.values()))
 
 
-def build_summary(dataset: Mapping | None, evaluations: Mapping[str, Mapping | None],
-                  trainings: Mapping[str, Mapping | None]) -> dict:
-    """The nested summary (DVC flattens it to `n.train`, `cfmd.psnr`, ...). `evaluations`:
-    {model: eval JSON}; `trainings`: {stage name: train JSON}."""
+def build_summary(dataset: Mapping | None, evaluations: Mapping[str, Mapping | None]) -> dict:
+    """The nested summary (DVC flattens it to `n.train`, `cfmd.gain`, ...). `evaluations`:
+    {model: eval JSON}."""
     return {
         "n": {"train": split_samples(dataset, "train"), "test": split_samples(dataset, "test")},
-        "res": next((e["resolution"] for e in evaluations.values() if e and e.get("resolution")), None),
         "cfmd": model_scores("cfmd", evaluations.get("cfmd")),
         "chrysos": model_scores("chrysos", evaluations.get("chrysos")),
-        "t": {"cfmd": _seconds(trainings.get("train_cfmd")),
-              "chrysos": _seconds(trainings.get("train_chrysos_hg"), trainings.get("train_chrysos_gan"))},
     }
 
 

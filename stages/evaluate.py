@@ -82,6 +82,11 @@ def main(args):
                     log.info("%-5s %-13s gain %-38s n=%-4d %+.3f dB (blurry %.2f) SSIM %+.4f, worse > %.1f dB: %.0f%%",
                              method, table, name, c["n"], c["gain"], c["blurry_psnr"], c["ssim_gain"], WORSE_DB,
                              100 * c["worse_share"])
+    for method, c in result.get("sharp_input", {}).items():
+        if c["n"]:
+            log.info("%-5s no harm: the sharp frame as input, n=%d: restoration %.2f dB from it; that change costs a "
+                     "40 dB input %+.3f dB (more than %.1f dB in %.0f%% of windows)", method, c["n"], c["psnr"],
+                     c["change_at_40"], WORSE_DB, 100 * c["worse_share"])
     log.info("wrote %s, %s, %s and plots in %s in %.1f s", metrics, results, sheet, args.plots, ev.seconds)
 
 

@@ -11,9 +11,6 @@ def get_args_parser():
     p.add_argument("--dataset", default="metrics/dataset.json")
     p.add_argument("--eval", nargs="*", default=["metrics/eval_cfmd.json", "metrics/eval_chrysos.json"],
                    help="metrics/eval_<model>.json files (model = the name after eval_)")
-    p.add_argument("--train", nargs="*", default=["metrics/train_cfmd.json", "metrics/train_chrysos_hg.json",
-                                                  "metrics/train_chrysos_gan.json"],
-                   help="metrics/<training stage>.json files")
     p.add_argument("--out", default="metrics/summary.json")
     return p
 
@@ -21,8 +18,7 @@ def get_args_parser():
 def main(args):
     setup_logging()
     evaluations = {Path(p).stem.removeprefix("eval_"): read_json(p) for p in args.eval}
-    trainings = {Path(p).stem: read_json(p) for p in args.train}
-    summary = build_summary(read_json(args.dataset), evaluations, trainings)
+    summary = build_summary(read_json(args.dataset), evaluations)
     width = show_width(summary)  # as `dvc metrics show` labels it, metrics/summary.json
     if width > MAX_COLUMNS:  # a key added without checking the table's width
         raise SystemExit(f"{args.out}: `dvc metrics show` would print {width} columns (> {MAX_COLUMNS}); shorten the keys")

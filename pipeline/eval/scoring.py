@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.dataset.manifest import middle_position
+from pipeline.dataset.manifest import CENTRE_U, middle_position
 from pipeline.dataset.parallel import exit_with_parent
 from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
@@ -175,7 +175,7 @@ def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair]
 
     mid = middle_position(row)
     faces = scorer.submit_faces(images, ("gt", mid)) if with_faces else None
-    records = []
+    records = [_sharp_input_record(model, row, sharp[mid], mid, cfg.batch_size)]
     for p in pairs:
         pk = (pred_key(p), ("gt", p.target))
         rec = {
@@ -193,15 +193,35 @@ def _score_sample(model, scorer: Scorer, cfg: EvalConfig, row, pairs: list[Pair]
     return records, faces
 
 
+SHARP_INPUT = "sharp_input"  # the no-harm row's table: the model given the sharp frame itself
+IDENTICAL_PSNR = 100.0  # dB recorded where the restoration of a sharp frame is that frame, bit for bit
+
+
+def _sharp_input_record(model, row, frame: np.ndarray, position: int, batch_size: int) -> dict:
+    """The no-harm row (docs/evaluation.md): the model given the window's sharp middle frame as its
+    input (the N = 1 case; CFMD-GAN at u = 0.5), scored against that frame: how far a restoration
+    moves a face that needs none."""
+    u = CENTRE_U if model.multi_output else None
+    out = restore_many(model, frame, [u], batch_size)
+    p = min(float(psnr(out, frame[None], model.device)[0]), IDENTICAL_PSNR)
+    return {"sample_id": row["sample_id"], "video_id": row["video_id"], "method": row["method"],
+            "n_frames": row["n_frames"], "stop_reason": row["stop_reason"], "motion": row.get("motion"),
+            "table": SHARP_INPUT, "system": model.name, "input_u": u, "target_position": position,
+            "target_frame": row["frame_indices"][position], "target_u": float(row["u"][position]),
+            "target_is_middle": True, "psnr": p, "ssim": float(ssim(out, frame[None], model.device)[0]),
+            "lpips": None, "_pred_feature": None, "_target_feature": None, "_keys": None}
+
+
 def _finish(item, cfg: EvalConfig, ev: Evaluation) -> None:
     records, faces = item
     data = faces.result() if faces is not None else None
     for rec in records:
-        pred, target = rec.pop("_keys")
-        if data is None:
+        keys = rec.pop("_keys")
+        if data is None or keys is None:
             rec.update(face_scored=False, identity_dist=None, identity_cos=None, landmark_error=None, face_box=None)
             ev.records.append(rec)
             continue
+        pred, target = keys
         rec["face_scored"], rec["face_box"] = True, data["box_source"]
         if cfg.identity:
             a, b = data["embedding"][pred], data["embedding"][target]

@@ -11,7 +11,7 @@ import pyarrow as pa
 from pipeline.metrics import fid as fid_metric
 from pipeline.metrics import landmarks_error as lmk
 from pipeline.eval.config import BASELINE, TABLES, EvalConfig
-from pipeline.eval.scoring import Evaluation
+from pipeline.eval.scoring import SHARP_INPUT, Evaluation
 
 
 log = logging.getLogger("evaluate")
@@ -104,6 +104,21 @@ def _blurriest_third(pairs: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
     return ranked[:len(ranked) // 3]
 
 
+def sharp_input(records: list[dict], model_name: str, at_db: float = 40.0) -> dict:
+    """The no-harm row (docs/evaluation.md): the model given each test window's sharp middle frame.
+    `psnr`: the restoration against that frame (IDENTICAL_PSNR where untouched); `change_at_40`: what
+    adding the same change costs an input `at_db` dB from its target, 10 log10(1 + 10^((at_db - psnr)
+    / 10)) (the change and the input's own error independent), mean over windows; `worse_share`:
+    the share of windows where that loss is more than WORSE_DB."""
+    p = np.array([r["psnr"] for r in records if r["table"] == SHARP_INPUT and r["system"] == model_name])
+    if not len(p):
+        return {"n": 0, "psnr": None, "ssim": None, "change_at_40": None, "worse_share": None}
+    loss = 10 * np.log10(1 + 10 ** ((at_db - p) / 10))
+    s = [r["ssim"] for r in records if r["table"] == SHARP_INPUT and r["system"] == model_name]
+    return {"n": len(p), "psnr": _round(p.mean(), 4), "ssim": _round(float(np.mean(s))),
+            "change_at_40": _round(-loss.mean(), 4), "worse_share": _round(float(np.mean(loss > WORSE_DB)), 4)}
+
+
 def tables(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
     """{method: {table: {system: {"all": cell, "N05": cell, ...}, "scoreboard": scoreboard(...)}}}:
     the papers' cells per system, and the scoreboard of gains by blur band and video."""
@@ -136,6 +151,8 @@ def summary(ev: Evaluation, cfg: EvalConfig, model_name: str) -> dict:
         "samples": {"evaluated": ev.evaluated, "available": ev.available, "split": cfg.split},
         "resolution": ev.resolution,  # the image size scored (evaluate.resolution, or the dataset's)
         **tables(ev, cfg, model_name),
+        SHARP_INPUT: {method: sharp_input([r for r in ev.records if r["method"] == method], model_name)
+                      for method in cfg.methods if ev.evaluated.get(method)},
         "metrics_info": ev.info,
     }
 

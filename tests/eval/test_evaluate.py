@@ -128,8 +128,9 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
     records = pq.read_table(project / "results/eval_cfmd.parquet").to_pylist()
     n_vla = evaluated["cfmd"]["vla"]["all_u"]["cfmd"]["all"]["n"]  # the VLA sample's N
     assert n_vla > 2
-    assert len(records) == 2 * (14 + 2 + 2) + 2 * (n_vla + 1 + 1)  # (model + baseline) x (all u, 2 centre)
-    assert {r["face_box"] for r in records} <= {"detect", "crop_policy"}
+    # (model + baseline) x (all u, 2 centre), and one no-harm record per sample
+    assert len(records) == 2 * (14 + 2 + 2) + 2 * (n_vla + 1 + 1) + 3
+    assert {r["face_box"] for r in records if r["table"] != "sharp_input"} <= {"detect", "crop_policy"}
     assert all(r["target_is_middle"] for r in records if r["table"] == "centre_middle")
     assert all(abs(r["input_u"] - r["target_u"]) < 1e-6 for r in records if r["table"] == "all_u" and r["system"] == "cfmd")
 
@@ -145,6 +146,35 @@ def test_evaluate_stage_writes_tables_for_both_models_and_the_baseline(project, 
         assert (project / f"reports/eval/{model}_examples.png").stat().st_size > 10_000
     fixed_vs_n = read_csv(project / "reports/eval/cfmd_fixed_vs_n.csv")
     assert float(fixed_vs_n[0]["cfmd_psnr"]) == pytest.approx(cfmd["all_u"]["cfmd"]["N05"]["psnr"], abs=1e-3)
+
+
+def test_the_no_harm_row_restores_each_sharp_middle_frame(project, evaluated, small_run):
+    """The sharp-input row: each test window's sharp middle frame given to the model as its input
+    (CFMD-GAN at u = 0.5), scored against itself, recomputed here with the inference API; the
+    40-dB figure is the loss that change would cost an input 40 dB from its target."""
+    import cv2
+
+    from pipeline.models.inference import load_model, restore_many
+
+    res = evaluated["cfmd"]["resolution"]
+    records = [r for r in pq.read_table(project / "results/eval_cfmd.parquet").to_pylist() if r["table"] == "sharp_input"]
+    assert len(records) == 3 and all(r["system"] == "cfmd" and r["input_u"] == 0.5 and r["target_is_middle"]
+                                     for r in records)
+    rows = {r["sample_id"]: r for r in read_manifests(small_run, split="test").to_pylist()}
+    model = load_model(project / "models/cfmd.pt", "cpu")
+    for rec in records:
+        _, sharp = load_sample(rows[rec["sample_id"]], small_run)
+        frame = cv2.resize(sharp[middle_position(rows[rec["sample_id"]])], (res, res), interpolation=cv2.INTER_AREA)
+        out = restore_many(model, frame, [0.5], 1)[0].astype(np.float64)
+        mse = ((out - frame) ** 2).mean()
+        assert rec["psnr"] == pytest.approx(min(10 * np.log10(255 ** 2 / mse), 100.0) if mse else 100.0, abs=0.05)
+    for method in ("fixed", "vla"):
+        p = np.array([r["psnr"] for r in records if r["method"] == method])
+        cell = evaluated["cfmd"]["sharp_input"][method]
+        assert cell["n"] == len(p) and cell["psnr"] == pytest.approx(p.mean(), abs=1e-3)
+        assert cell["change_at_40"] == pytest.approx(-np.mean(10 * np.log10(1 + 10 ** ((40 - p) / 10))), abs=1e-3)
+        assert cell["change_at_40"] <= 0 and 0 <= cell["worse_share"] <= 1
+    assert evaluated["chrysos"]["sharp_input"]["fixed"]["n"] == 2
 
 
 def test_baseline_row_equals_metrics_of_the_blurry_input(project, evaluated, small_run):

@@ -239,7 +239,8 @@ def datasets(root: Path, loop, target: str, ceiling: str | None = None,
         rows, held = [r for r in training_rows(root, loop.methods, split="test") if r["video_id"] == ceiling], []
         if not rows:
             raise SystemExit(f"--fit-ceiling {ceiling}: no windows of that video in the test split")
-    train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, resolution=loop.resolution)
+    train = FaceDeblurDataset(rows, root, target=target, degrade=loop.degrade, identity_share=loop.identity_share,
+                              resolution=loop.resolution)
     return train.preload(progress=False), FaceDeblurDataset(held, root, target=target, resolution=loop.resolution)
 
 
@@ -298,10 +299,11 @@ def report(r: dict) -> None:
               f"{c['psnr']:7.2f} {c['blurry_psnr']:7.2f} {c['ssim']:6.4f} {c['blurry_ssim']:6.4f} "
               f"{100 * c['worse_share']:5.1f}%", flush=True)
     bands, sharp = t.get("bands", {}), t.get("sharp_input") or {}
-    print("  no harm: " + ", ".join(f"band {k} {c['gain']:+.3f} dB (n {c['n']}, worse {100 * c['worse_share']:.0f}%)"
-                                    for k, c in bands.items() if k in ("35_40", "40_up") and c["n"])
-          + (f"; sharp input {sharp['psnr']:.1f} dB from itself, {sharp['change_at_40']:+.3f} dB at 40 dB"
-             if sharp.get("n") else ""), flush=True)
+    parts = [f"band {k} {c['gain']:+.3f} dB (n {c['n']}, worse {100 * c['worse_share']:.0f}%)"
+             for k, c in bands.items() if k in ("35_40", "40_up") and c["n"]]
+    if sharp.get("n"):
+        parts.append(f"sharp input {sharp['psnr']:.1f} dB from itself, {sharp['change_at_40']:+.3f} dB at 40 dB")
+    print("  no harm: " + "; ".join(parts), flush=True)
 
 
 def plot(results: list[dict], videos: list[str], path: Path) -> None:

@@ -52,7 +52,7 @@ def train(args):
     log.info("perceptual loss: %s (%s)", perceptual.used, perceptual.reason)
     rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
     dataset = FaceDeblurDataset(rows, args.root, target="moment", degrade=cfg.loop.degrade,
-                                resolution=cfg.loop.resolution)
+                                identity_share=cfg.loop.identity_share, resolution=cfg.loop.resolution)
     validation = FaceDeblurDataset(held_out, args.root, target="moment", resolution=cfg.loop.resolution)
     task = CFMDTask(cfg, runtime, env, perceptual.loss)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())

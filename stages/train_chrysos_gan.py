@@ -52,7 +52,7 @@ def train(args):
     hourglass, hourglass_config = load_hourglass(args.hourglass, runtime.device)
     rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
     dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade,
-                                resolution=cfg.loop.resolution)
+                                identity_share=cfg.loop.identity_share, resolution=cfg.loop.resolution)
     validation = FaceDeblurDataset(held_out, args.root, target="middle", resolution=cfg.loop.resolution)
     cfg = cfg.at_resolution(dataset.image_size)  # generator.levels: null follows the images' size
     task = ChrysosGANTask(cfg, runtime, env, hourglass)

@@ -47,7 +47,7 @@ def train(args):
 
     rows, held_out = training_and_validation_rows(args.root, cfg.loop.methods, cfg.loop.validation_video)
     dataset = FaceDeblurDataset(rows, args.root, target="middle", degrade=cfg.loop.degrade,
-                                resolution=cfg.loop.resolution)
+                                identity_share=cfg.loop.identity_share, resolution=cfg.loop.resolution)
     validation = FaceDeblurDataset(held_out, args.root, target="middle", resolution=cfg.loop.resolution)
     task = HourglassTask(cfg, runtime, env)
     log.info("%d training samples (%s); %s", len(rows), ",".join(cfg.loop.methods), runtime.metadata())

@@ -91,6 +91,7 @@ class LoopConfig:
     log_every: int = 1
     checkpoint_every: int = 0  # 0: only when interrupted
     degrade: Any = None  # sensor realism of the blurry input (pipeline.train.degrade); null: off
+    identity_share: float = 0.0  # share of items whose input is the sharp target itself (no harm to sharp faces)
     lr_warmup: int = 0  # each optimiser's first steps at a linearly rising share of its lr (pipeline.train.optim.update)
     validation_video: str | None = None  # a training video held out: scored during training, best steps kept
     validate_every: int = 0  # steps between validations (0: once per epoch)
@@ -114,6 +115,8 @@ class LoopConfig:
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} = {getattr(self, key)}: must be >= 1"
                                  + (" (or null)" if key in ("epochs", "epoch_samples") else ""))
+        if not 0 <= float(self.identity_share) < 1:
+            raise ValueError(f"identity_share = {self.identity_share}: must be in [0, 1) (0: off)")
         if self.lr_warmup < 0:
             raise ValueError(f"lr_warmup = {self.lr_warmup}: must be >= 0 (steps; 0: none)")
         if self.validate_every < 0:

@@ -100,7 +100,7 @@ def flipped_position(row: dict, position: int) -> int:
     return int(np.flatnonzero(order == position)[0])
 
 
-PERMUTATION, ITEM, AUGMENT = 0, 1, 2  # independent random streams of a run
+PERMUTATION, ITEM, AUGMENT, IDENTITY = 0, 1, 2, 3  # independent random streams of a run
 
 
 def derive_seed(seed: int, stream: int, *parts: int) -> int:
@@ -120,10 +120,13 @@ class FaceDeblurDataset(Dataset):
     """
 
     def __init__(self, rows: list[dict], root: str | Path, target: str = "moment", degrade=None,
-                 resolution: int | None = None):
+                 resolution: int | None = None, identity_share: float = 0.0):
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         self.rows, self.root, self.target = rows, Path(root), target
+        # the share of items whose input is their sharp target itself (the N = 1 case): the model
+        # learns to leave a face that needs no deblurring as it is (docs/training.md, "No harm")
+        self.identity_share = float(identity_share)
         self.degrade = degrade  # pipeline.train.degrade.Degrade: the blurry input only, per item seed
         self.resolution = resolution
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None  # per row: blurry, sharp frames (preload)
@@ -189,6 +192,8 @@ class FaceDeblurDataset(Dataset):
         else:
             blurry, frames = self.load(index, [k])
             sharp = frames[0]
+        if self.identity_share and np.random.default_rng(derive_seed(seed, IDENTITY)).random() < self.identity_share:
+            blurry = sharp
         if self.degrade is not None and self.degrade.enabled:
             blurry = self.degrade(blurry, seed)
         return {

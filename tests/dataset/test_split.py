@@ -55,5 +55,6 @@ def test_embedded_samples_put_strong_motion_in_test():
     # strong motion trains too: the oval office address and five of the six repeat-free talking clips
     assert split["motion-oval_office_address"] == "train"
     assert sorted(v for v, s in split.items() if v.startswith("talking-") and s == "train") == [
-        "talking-RD_Radio2_000", "talking-RD_Radio34_000", "talking-WDA_AlexandriaOcasioCortez_000",
-        "talking-WDA_BobMenendez_000", "talking-WDA_EdMarkey0_000"]
+        "talking-AmyKlobuchar_256", "talking-RD_Radio2_000", "talking-RD_Radio34_000", "talking-Reagan_address_256",
+        "talking-TedLieu_256", "talking-WDA_AlexandriaOcasioCortez_000", "talking-WDA_BobMenendez_000",
+        "talking-WDA_EdMarkey0_000"]

@@ -199,6 +199,7 @@ def test_a_missing_validation_video_is_said_and_recorded(small_run, tmp_path, ca
 
 @pytest.mark.parametrize("section, change, message", [
     ("train_cfmd", {"lr_decay": -0.5}, "train_cfmd.lr_decay = -0.5: must be in (0, 1]"),
+    ("train_chrysos_hg", {"identity_share": 1.5}, "train_chrysos_hg.identity_share = 1.5: must be in [0, 1)"),
     ("train_cfmd", {"loss": {"pix": -1}}, "train_cfmd.loss.pix = -1: must be >= 0"),
     ("train_cfmd", {"loss": {"charbonnier_eps": -1}}, "train_cfmd.loss.charbonnier_eps = -1: must be > 0"),
     ("train_cfmd", {"lr": -1}, "train_cfmd.lr = -1: must be > 0"),

@@ -182,6 +182,30 @@ def test_colour_is_off_by_default_and_checked(small_run, rows):
             LoopConfig(colour=bad)
 
 
+def test_identity_items_give_the_sharp_target_as_the_input(small_run, rows):
+    """`identity_share` (the no-harm lever): that share of items, drawn from each item's seed (the
+    same every epoch it recurs with that seed), has the sharp target itself as its input; the rest
+    are the samples as they are. Off by default, checked."""
+    plain = FaceDeblurDataset(rows, small_run, "moment")
+    mixed = FaceDeblurDataset(rows, small_run, "moment", identity_share=0.3)
+    keys = [(i % len(rows), 1000 + i) for i in range(200)]
+    same = 0
+    for key in keys:
+        a, b = plain[key], mixed[key]
+        assert torch.equal(a["sharp"], b["sharp"]) and a["position"] == b["position"] and torch.equal(a["u"], b["u"])
+        if torch.equal(b["blurry"], b["sharp"]):
+            same += 1
+        else:
+            assert torch.equal(a["blurry"], b["blurry"])
+    assert 0.2 * len(keys) <= same <= 0.4 * len(keys)
+    assert [torch.equal(mixed[k]["blurry"], mixed[k]["sharp"]) for k in keys[:20]] == \
+           [torch.equal(mixed[k]["blurry"], mixed[k]["sharp"]) for k in keys[:20]]
+    assert LoopConfig().identity_share == 0.0
+    for bad in (-0.1, 1.0, 2):
+        with pytest.raises(ValueError, match="identity_share"):
+            LoopConfig(identity_share=bad)
+
+
 # ---------------------------------------------------------------------- optimisation
 
 

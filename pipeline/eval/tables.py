@@ -110,12 +110,12 @@ def sharp_input(records: list[dict], model_name: str, at_db: float = 40.0) -> di
     adding the same change costs an input `at_db` dB from its target, 10 log10(1 + 10^((at_db - psnr)
     / 10)) (the change and the input's own error independent), mean over windows; `worse_share`:
     the share of windows where that loss is more than WORSE_DB."""
-    p = np.array([r["psnr"] for r in records if r["table"] == SHARP_INPUT and r["system"] == model_name])
-    if not len(p):
+    chosen = [r for r in records if r["table"] == SHARP_INPUT and r["system"] == model_name]
+    if not chosen:
         return {"n": 0, "psnr": None, "ssim": None, "change_at_40": None, "worse_share": None}
+    p = np.array([r["psnr"] for r in chosen])
     loss = 10 * np.log10(1 + 10 ** ((at_db - p) / 10))
-    s = [r["ssim"] for r in records if r["table"] == SHARP_INPUT and r["system"] == model_name]
-    return {"n": len(p), "psnr": _round(p.mean(), 4), "ssim": _round(float(np.mean(s))),
+    return {"n": len(p), "psnr": _round(p.mean(), 4), "ssim": _round(float(np.mean([r["ssim"] for r in chosen]))),
             "change_at_40": _round(-loss.mean(), 4), "worse_share": _round(float(np.mean(loss > WORSE_DB)), 4)}
 
 

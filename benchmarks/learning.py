@@ -62,7 +62,9 @@ from pipeline.train import checkpoint  # noqa: E402
 from pipeline.train.augment import RandomScaleCrop  # noqa: E402
 from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,  # noqa: E402
                                  training_and_validation_rows, training_rows)
+from pipeline.sheets import spread, write_sheet  # noqa: E402
 from pipeline.train.ddp import DistEnv  # noqa: E402
+from pipeline.train.guard import CollapseGuard, nonfinite_losses  # noqa: E402
 from pipeline.train.loop import Validation  # noqa: E402
 from pipeline.train.optim import step_schedulers  # noqa: E402
 
@@ -105,36 +107,70 @@ class Trainer:
         self.validator = Validation(task, validation, runtime) if validation is not None and len(validation) else None
         if self.validator is not None:
             self.validator.step(0)  # the start is a candidate, as in fit()
+        self.guard = CollapseGuard(loop.collapse, task, self.validator, "benchmark")
         self.validate_every = loop.validate_every or self.per_epoch
         self.step, self.waited = 0, 0.0
-        self._batches = None
+        self.discriminator: list[tuple[int, float, float]] = []  # (step, real accuracy, fake accuracy) per validation
+        self._accuracy, self._batches = [], None
 
     def _next(self):
         while True:
-            if self._batches is None:
-                self.sampler.set_epoch(self.step // self.per_epoch)
+            if self._batches is None:  # mid-epoch after a fork: skip what this epoch has taken
+                self.sampler.set_epoch(self.step // self.per_epoch, (self.step % self.per_epoch) * self.loop.batch_size)
                 self._batches = iter(self.loader)
             try:
                 return next(self._batches)
             except StopIteration:
                 self._batches = None
 
-    def run(self, clock: Clock, until: float) -> None:
-        """Train until the clock reaches `until` seconds of training."""
-        while clock.spent < until:
+    def run(self, clock: Clock, until: float = float("inf"), steps: int | None = None) -> None:
+        """Train until the clock reaches `until` seconds of training (or the step count `steps`)."""
+        while clock.spent < until and (steps is None or self.step < steps):
             started = time.perf_counter()
             items = self._next()
             self.waited += time.perf_counter() - started
             batch = Batch.from_items(items, self.runtime.device)
             batch = self.augment(batch, torch.Generator().manual_seed(derive_seed(self.loop.seed, AUGMENT, 0, self.step)))
             batch = batch._replace(blurry=self.runtime.images(batch.blurry), sharp=self.runtime.images(batch.sharp))
-            self.task.train_step(batch)
+            losses = self.task.train_step(batch)
+            if nonfinite_losses(losses) is not None:
+                self.guard.act(self.step + 1, f"a non-finite loss ({nonfinite_losses(losses)})")
+                losses = {}
+            self.guard.observe(losses)
+            if "d_real_acc" in losses and getattr(self.task, "adversarial", False):
+                self._accuracy.append((float(losses["d_real_acc"]), float(losses["d_fake_acc"])))
             self.step += 1
             if self.step % self.per_epoch == 0:
                 step_schedulers(self.task)
             clock.spent += time.perf_counter() - started
             if self.validator is not None and self.step % self.validate_every == 0:
-                self.validator.step(self.step)  # not on the clock: scoring, like the marks
+                self.validator.validate(self.step, self.guard)  # not on the clock: scoring, like the marks
+                if self._accuracy:
+                    real, fake = np.mean(self._accuracy, axis=0)
+                    self.discriminator.append((self.step, round(float(real), 3), round(float(fake), 3)))
+                    self._accuracy = []
+
+    def snapshot(self, clock: Clock) -> dict:
+        """Everything the run continues from (networks, optimisers, lr, step, validation, clock)."""
+        return copy.deepcopy({"models": {k: m.state_dict() for k, m in self.task.modules.items()},
+                              "optimizers": {k: o.state_dict() for k, o in self.task.optimizers.items()},
+                              "schedulers": {k: s.state_dict() for k, s in self.task.schedulers.items()},
+                              "step": self.step, "task_step": getattr(self.task, "step", None), "waited": self.waited,
+                              "validation": self.validator.state() if self.validator else None,
+                              "guard": self.guard.state(), "clock": clock.spent, "discriminator": self.discriminator})
+
+    def restore(self, state: dict, clock: Clock) -> None:
+        state = copy.deepcopy(state)
+        for kind in ("models", "optimizers", "schedulers"):
+            for k, obj in getattr(self.task, "modules" if kind == "models" else kind).items():
+                obj.load_state_dict(state[kind][k])
+        self.step, self.waited, clock.spent = state["step"], state["waited"], state["clock"]
+        if state["task_step"] is not None:
+            self.task.step = state["task_step"]
+        if self.validator is not None:
+            self.validator.load(state["validation"])
+        self.guard.load(state["guard"])
+        self.discriminator, self._accuracy, self._batches = state["discriminator"], [], None
 
     def best(self):
         """A context in which the task's networks hold the weights validation chose (if any)."""
@@ -181,22 +217,78 @@ def restorer(model: str, task, runtime):
     return restore
 
 
-def score(restore, rows: list[dict], root: Path, target: str, resolution: int | None, name: str) -> dict:
-    """The evaluation's scoreboard of `restore` against the blurry input on `rows`."""
-    records, sharp_records = [], []
+class Extras:
+    """What the adversarial comparison adds to the scoreboard (issue 38): the sharpness ratio
+    (`pipeline.metrics.pixel.sharpness_ratio`), KID from the FID Inception network that ships
+    offline (`pipeline.metrics.fid`; x 1000, mean and spread over subsets), and dlib's identity
+    distance and landmark error (`pipeline.eval.faces`, as the evaluation computes them) on
+    `face_samples` windows spread over the split; each beside the blurry input's."""
+
+    def __init__(self, kid: bool = True, face_samples: int = 60):
+        from pipeline.metrics.fid import resolve_fid
+
+        choice = resolve_fid(kid)
+        self.inception, self.face_samples, self._features = choice.extractor, face_samples, {}
+        print(f"KID: {'on' if self.inception is not None else 'off'} ({choice.reason})", flush=True)
+
+    def features(self, key, images) -> np.ndarray:
+        if key is None or key not in self._features:
+            value = self.inception.features(np.stack(images))
+            if key is None:
+                return value
+            self._features[key] = value
+        return self._features[key]
+
+    def __call__(self, rows, restored, blurry, targets, target: str) -> dict:
+        from pipeline.eval.faces import face_data
+        from pipeline.metrics.fid import kid
+        from pipeline.metrics.identity import identity_distance
+        from pipeline.metrics.landmarks_error import diagonal_error
+        from pipeline.metrics.pixel import sharpness_ratio
+
+        ids = tuple(r["sample_id"] for r in rows)
+        out = {"sharpness_ratio": sharpness_ratio(np.stack(restored), np.stack(targets)),
+               "blurry_sharpness_ratio": sharpness_ratio(np.stack(blurry), np.stack(targets))}
+        if self.inception is not None:
+            reference = self.features((target, ids), targets)
+            for key, images, cache in (("kid", restored, None), ("blurry_kid", blurry, ("blurry", ids))):
+                mean, spread = kid(self.features(cache, images), reference)
+                out[key], out[f"{key}_spread"] = 1000 * mean, 1000 * spread
+        chosen = np.unique(np.linspace(0, len(rows) - 1, min(self.face_samples, len(rows))).round().astype(int))
+        faces = {"identity": [], "blurry_identity": [], "landmarks": [], "blurry_landmarks": []}
+        for i in chosen:
+            data = face_data({"sharp": targets[i], "restored": restored[i], "blurry": blurry[i]}, "sharp", 0, 0.5, True)
+            for system, prefix in (("restored", ""), ("blurry", "blurry_")):
+                faces[f"{prefix}identity"].append(identity_distance(data["embedding"][system], data["embedding"]["sharp"]))
+                faces[f"{prefix}landmarks"].append(diagonal_error(data["points"][system], data["points"]["sharp"]))
+        out.update({k: float(np.mean(v)) for k, v in faces.items()}, face_n=len(chosen))
+        return out
+
+
+def score(restore, rows: list[dict], root: Path, target: str, resolution: int | None, name: str,
+          extras: Extras | None = None) -> dict:
+    """The evaluation's scoreboard of `restore` against the blurry input on `rows` (with `extras`:
+    sharpness ratio, KID, identity and landmark errors)."""
+    records, sharp_records, images = [], [], {"restored": [], "blurry": [], "target": []}
     for row in rows:
         position = centre_position(row) if target == "centre_fmr" else middle_position(row)
         mid = middle_position(row)
         blurry, sharp = load_for_eval(row, root, sorted({position, mid}), resolution)
         target_image = sharp[position][None]
-        for system, image in ((name, restore(blurry)), ("blurry", blurry)):
+        restored = restore(blurry)
+        for system, image in ((name, restored), ("blurry", blurry)):
             records.append({"sample_id": row["sample_id"], "video_id": row["video_id"], "target_position": position,
                             "system": system, "psnr": float(psnr(image[None], target_image)[0]),
                             "ssim": float(ssim(image[None], target_image)[0])})
         kept = restore(sharp[mid])[None]  # the no-harm row: the sharp middle frame as the input
         sharp_records.append({"table": SHARP_INPUT, "system": name, "ssim": float(ssim(kept, sharp[mid][None])[0]),
                               "psnr": min(float(psnr(kept, sharp[mid][None])[0]), IDENTICAL_PSNR)})
-    return {**scoreboard(records, name), "sharp_input": sharp_input(sharp_records, name)}
+        if extras is not None:
+            images["restored"].append(restored), images["blurry"].append(blurry), images["target"].append(sharp[position])
+    out = {**scoreboard(records, name), "sharp_input": sharp_input(sharp_records, name)}
+    if extras is not None:
+        out["extras"] = extras(rows, images["restored"], images["blurry"], images["target"], target)
+    return out
 
 
 def build(model: str, params: dict, runtime):
@@ -244,8 +336,16 @@ def datasets(root: Path, loop, target: str, ceiling: str | None = None,
     return train.preload(progress=False), FaceDeblurDataset(held, root, target=target, resolution=loop.resolution)
 
 
+NEVER = 10 ** 9  # a pixel warm-up that never ends: the pixel-only branch
+
+
 def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution,
-              ceiling: str | None = None, only: list[str] | None = None):
+              ceiling: str | None = None, only: list[str] | None = None, adversarial: bool = False,
+              extras: Extras | None = None, pictures: dict | None = None):
+    """Train `model` and score it at each budget mark. With `adversarial`, the run forks at the end
+    of the preset's pixel warm-up: the pixel-only branch goes on to the marks (minutes), then the
+    adversarial branch (`<model>+adv`: D and the adversarial terms on) continues from the same
+    weights, optimisers and data position to the same step counts."""
     task, loop, target, hourglass = build(model, params, runtime)
     started = time.perf_counter()
     train, held = datasets(root, loop, target, ceiling, only)
@@ -269,19 +369,43 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
         if not same_data:  # the generator's section reads other windows or sizes: its own items
             train, held = datasets(root, loop, target, ceiling, only)
     trainer = Trainer(task, loop, runtime, train, held)
+    warmup = getattr(getattr(task, "cfg", None), "pixel_warmup", None)
+    if adversarial:
+        if warmup is None or warmup >= NEVER:
+            raise SystemExit(f"--adversarial: {model} has no adversarial phase (pixel_warmup {warmup}); use a preset "
+                             "that ends the warm-up, e.g. --preset presets/cpu-gan.yaml")
+        task.cfg = dataclasses.replace(task.cfg, pixel_warmup=NEVER)
+        trainer.run(clock, steps=warmup)
+        fork = trainer.snapshot(clock)
+        print(f"{model}: pixel warm-up done at step {warmup} ({clock.spent / 60:.1f} min); forked", flush=True)
+
+    def scored(name: str, mark_minutes: float) -> dict:
+        with trainer.best():
+            restore = restorer(model, task, runtime)
+            test = score(restore, test_rows, root, TARGET[model], resolution, name, extras)
+            fit = score(restore, train_rows, root, TARGET[model], resolution, name)
+            if pictures is not None and mark_minutes == marks[-1] / 60:  # the side-by-side sheet: the last mark
+                pictures[(name, loop.seed)] = [restore(load_for_eval(row, root, [middle_position(row)], resolution)[0])
+                                               for row in pictures["rows"]]
+        v = trainer.validator
+        result = {"model": name, "seed": loop.seed, "minutes": mark_minutes, "train_minutes": clock.spent / 60,
+                  "steps": trainer.step, "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
+                  "chosen_step": v.best_step if v else trainer.step, "validation_gain": v.best_gain if v else None,
+                  "collapses": list(trainer.guard.events), "discriminator": list(trainer.discriminator),
+                  "test": test, "train": fit["all"]}
+        report(result)
+        return result
+
     results = []
     for mark in marks:
         trainer.run(clock, mark)
-        with trainer.best():
-            restore = restorer(model, task, runtime)
-            test = score(restore, test_rows, root, TARGET[model], resolution, model)
-            fit = score(restore, train_rows, root, TARGET[model], resolution, model)
-        v = trainer.validator
-        results.append({"model": model, "minutes": mark / 60, "steps": trainer.step,
-                        "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
-                        "chosen_step": v.best_step if v else trainer.step,
-                        "validation_gain": v.best_gain if v else None, "test": test, "train": fit["all"]})
-        report(results[-1])
+        results.append(scored(model, mark / 60))
+    if adversarial:
+        trainer.restore(fork, clock)
+        task.cfg = dataclasses.replace(task.cfg, pixel_warmup=warmup)
+        for pixel in list(results):
+            trainer.run(clock, steps=pixel["steps"])
+            results.append(scored(f"{model}+adv", pixel["minutes"]))
     return results
 
 
@@ -304,6 +428,17 @@ def report(r: dict) -> None:
     if sharp.get("n"):
         parts.append(f"sharp input {sharp['psnr']:.1f} dB from itself, {sharp['change_at_40']:+.3f} dB at 40 dB")
     print("  no harm: " + "; ".join(parts), flush=True)
+    x = t.get("extras")
+    if x:
+        kid = (f"; KID x1000 {x['kid']:.2f} +- {x['kid_spread']:.2f} (blurry {x['blurry_kid']:.2f})" if "kid" in x else "")
+        print(f"  sharpness ratio {x['sharpness_ratio']:.3f} (blurry {x['blurry_sharpness_ratio']:.3f}){kid}; identity "
+              f"{x['identity']:.4f} (blurry {x['blurry_identity']:.4f}), landmarks {x['landmarks']:.4f} (blurry "
+              f"{x['blurry_landmarks']:.4f}) on {x['face_n']} windows", flush=True)
+    if r.get("discriminator"):
+        print("  D accuracy real / fake per validation: " + ", ".join(f"{s}: {a:.2f}/{b:.2f}"
+                                                                     for s, a, b in r["discriminator"][-6:]), flush=True)
+    for event in r.get("collapses") or []:
+        print(f"  COLLAPSE at step {event['step']}: {event['reason']} -> {event['action']}", flush=True)
 
 
 def plot(results: list[dict], videos: list[str], path: Path) -> None:
@@ -313,7 +448,9 @@ def plot(results: list[dict], videos: list[str], path: Path) -> None:
 
     width, height, pad = 460, 320, 55
     image = np.full((height, width * len(videos), 3), 255, np.uint8)
-    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220), "unet": (60, 160, 60), "unet_centre": (150, 40, 150)}
+    colours = {"cfmd": (200, 80, 0), "chrysos": (0, 120, 220), "unet": (60, 160, 60), "unet_centre": (150, 40, 150),
+               "cfmd+adv": (90, 30, 0), "chrysos+adv": (0, 40, 120)}
+    results = [r for r in results if r.get("seed", 0) == min(q.get("seed", 0) for q in results)]  # one seed drawn
     x_max = max(r["minutes"] for r in results) * 1.1
     for panel, video in enumerate(videos):
         series = {(r["model"], key): [] for r in results for key in ("all", "blurriest_third")}
@@ -383,6 +520,45 @@ def parse_override(text: str, params: dict) -> dict:
     return {section: overlay for section in sections}
 
 
+def side_by_side(pictures: dict, root: Path, resolution) -> list[list]:
+    """Sheet rows: per window, blurry | each (model, seed 0 or the first) restoration | sharp middle frame."""
+    rows = pictures.pop("rows")
+    first = {}
+    for name, seed in pictures:
+        first.setdefault(name, seed)
+    sheet = []
+    for i, row in enumerate(rows):
+        blurry, sharp = load_for_eval(row, root, [middle_position(row)], resolution)
+        cells = [(blurry, f"blurry N={row['n_frames']}")]
+        cells += [(pictures[(name, seed)][i], name) for name, seed in first.items()]
+        sheet.append(cells + [(sharp[middle_position(row)], "sharp (middle)")])
+    return sheet
+
+
+def flatten(results: list[dict]) -> list[dict]:
+    """One CSV row per (model, seed, mark)."""
+    flat = []
+    for r in results:
+        row = {k: r.get(k) for k in ("model", "seed", "minutes", "train_minutes", "steps", "chosen_step",
+                                     "validation_gain", "data_wait_share")}
+        row["collapses"] = len(r.get("collapses") or [])
+        for video, cell in [("split", r["test"])] + list(r["test"]["videos"].items()):
+            for key in ("all", "blurriest_third"):
+                c = cell[key]
+                row.update({f"{video}.{key}.gain": c["gain"], f"{video}.{key}.ssim_gain": c["ssim_gain"],
+                            f"{video}.{key}.worse_share": c["worse_share"], f"{video}.{key}.n": c["n"]})
+        row.update({"train.gain": r["train"]["gain"], "train.n": r["train"]["n"]})
+        for band in ("35_40", "40_up"):
+            row[f"split.band_{band}.gain"] = r["test"]["bands"][band]["gain"]
+        row.update({"split.sharp_input.psnr": r["test"]["sharp_input"]["psnr"],
+                    "split.sharp_input.change_at_40": r["test"]["sharp_input"]["change_at_40"]})
+        row.update({f"split.{k}": v for k, v in (r["test"].get("extras") or {}).items()})
+        if r.get("discriminator"):
+            row["d_real_acc"], row["d_fake_acc"] = r["discriminator"][-1][1:]
+        flat.append(row)
+    return flat
+
+
 def main(argv=None) -> None:
     if argv is None and sys.argv[1:2] == ["--replot"]:  # redraw learning.png from a run's learning.json
         out = Path(sys.argv[2] if len(sys.argv) > 2 else "reports/learning")
@@ -411,6 +587,15 @@ def main(argv=None) -> None:
                    help="train on this test video's own windows, no validation: how far the budget can fit one face")
     p.add_argument("--train-videos", nargs="+", default=None, metavar="VIDEO_ID",
                    help="train on these training videos only (the validation video stays held out)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="fork each model at the end of its pixel warm-up into pixel-only and adversarial branches "
+                        "(same steps, data, seed); scores both with the sharpness ratio, KID and the dlib errors "
+                        "(use with --preset presets/cpu-gan.yaml)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="train each model once per seed (train_*.seed)")
+    p.add_argument("--face-samples", type=int, default=60, help="windows the dlib identity / landmark errors use")
+    p.add_argument("--no-kid", action="store_true", help="skip KID (the Inception features)")
+    p.add_argument("--sheet-samples", type=int, default=6,
+                   help="with --adversarial: repeat-free test windows in sheet.png (blurry | pixel-only | adversarial | sharp)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="reports/learning")
     args = p.parse_args(argv)
@@ -442,24 +627,20 @@ def main(argv=None) -> None:
     videos = videos or sorted({r["video_id"] for r in test_rows})
     print(f"device {runtime.device}; budgets {args.budgets} min; {len(test_rows)} test windows ({label}: "
           f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
+    extras = Extras(not args.no_kid, args.face_samples) if args.adversarial else None
+    pictures = {"rows": spread([r for r in test_rows if r["video_id"] in videos], args.sheet_samples)} \
+        if args.adversarial else None
     results = []
-    for model in args.models:
-        results += run_model(model, params, root, args.budgets, runtime, test_rows, train_rows, resolution,
-                             args.fit_ceiling, args.train_videos)
-    flat = []
-    for r in results:
-        row = {k: r[k] for k in ("model", "minutes", "steps", "chosen_step", "validation_gain", "data_wait_share")}
-        for video, cell in [("split", r["test"])] + list(r["test"]["videos"].items()):
-            for key in ("all", "blurriest_third"):
-                c = cell[key]
-                row.update({f"{video}.{key}.gain": c["gain"], f"{video}.{key}.ssim_gain": c["ssim_gain"],
-                            f"{video}.{key}.worse_share": c["worse_share"], f"{video}.{key}.n": c["n"]})
-        row.update({"train.gain": r["train"]["gain"], "train.n": r["train"]["n"]})
-        for band in ("35_40", "40_up"):
-            row[f"split.band_{band}.gain"] = r["test"]["bands"][band]["gain"]
-        row.update({"split.sharp_input.psnr": r["test"]["sharp_input"]["psnr"],
-                    "split.sharp_input.change_at_40": r["test"]["sharp_input"]["change_at_40"]})
-        flat.append(row)
+    for seed in args.seeds or [None]:
+        seeded = params if seed is None else merged(params, parse_override(f"train_*.seed={seed}", params))
+        for model in args.models:
+            results += run_model(model, seeded, root, args.budgets, runtime, test_rows, train_rows, resolution,
+                                 args.fit_ceiling, args.train_videos, args.adversarial, extras, pictures)
+            (out / "learning.partial.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    flat = flatten(results)
+    if pictures:
+        write_sheet(out / "sheet.png", side_by_side(pictures, root, resolution), tile=128,
+                    title="blurry | restorations at the last mark (pixel-only, adversarial) | sharp middle frame")
     with open(out / "learning.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for row in flat for k in row}, key=lambda k: (k.count("."), k)))
         writer.writeheader()

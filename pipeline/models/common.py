@@ -20,3 +20,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter elements; a parameter shared by several layers counts once."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def discriminator_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The share of real logits above 0 and of fake logits below 0 (detached): how well the
+    discriminator tells the pairs apart (0.5 each at the equilibrium; 1 and 1: it wins outright, and
+    the generator's adversarial gradient vanishes). The collapse guard watches them
+    (pipeline.train.guard)."""
+    return {"d_real_acc": (real_logits.detach() > 0).float().mean(),
+            "d_fake_acc": (fake_logits.detach() < 0).float().mean()}

@@ -28,7 +28,7 @@ def take(cls, mapping: Mapping[str, Any] | None, where: str):
     try:
         return cls(**mapping)
     except ValueError as e:
-        raise ValueError(f"{where}.{e}" if str(e).split(" ")[0] in mapping else f"{where}: {e}") from None
+        raise ValueError(f"{where}.{e}" if str(e).split(" ")[0].split(".")[0] in mapping else f"{where}: {e}") from None
 
 
 def check_optimiser(own: Mapping[str, Any], name: str) -> None:
@@ -95,9 +95,13 @@ class LoopConfig:
     lr_warmup: int = 0  # each optimiser's first steps at a linearly rising share of its lr (pipeline.train.optim.update)
     validation_video: str | None = None  # a training video held out: scored during training, best steps kept
     validate_every: int = 0  # steps between validations (0: once per epoch)
+    collapse: Any = None  # the collapse guard's settings (pipeline.train.guard.CollapseSettings); null: defaults
 
     def __post_init__(self):
         from pipeline.train.degrade import Degrade
+        from pipeline.train.guard import CollapseSettings
+
+        object.__setattr__(self, "collapse", CollapseSettings.from_params(self.collapse))
 
         object.__setattr__(self, "methods", methods_of(self.methods))
         if not isinstance(self.degrade, Degrade):

@@ -36,6 +36,7 @@ from pipeline.train import checkpoint
 from pipeline.train import ddp
 from pipeline.train.augment import RandomScaleCrop
 from pipeline.train.config import LoopConfig, RuntimeConfig, TrainingSetupError
+from pipeline.train.guard import CollapseGuard, TrainingCollapsed, TrainingDiverged, nonfinite_losses  # noqa: F401
 from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset, derive_seed, make_loader,
                                  start_workers)
 from pipeline.models.device import Runtime
@@ -91,13 +92,20 @@ class Validation:
     training resolution, whole images, the networks in eval mode. The untrained (or resumed)
     weights are scored first, then every `validate_every` steps; the weights of the best score
     are kept in memory (and in checkpoints) and loaded back when training ends, so the stage
-    writes the checkpoint the validation chose, never one that scores below the start."""
+    writes the checkpoint the validation chose, never one that scores below the start.
+
+    Phases: when an adversarial task leaves its pixel warm-up (`new_phase`), the choice starts again
+    among the adversarial steps (else a user who turns the adversarial terms on would be given the
+    warm-up's pixel-only weights whenever they score a little higher); the warm-up's best stays the
+    weights to go back to until an adversarial step is kept. `peak_gain` is the best over all phases:
+    the collapse guard measures falls from it (pipeline.train.guard)."""
 
     def __init__(self, task, dataset: FaceDeblurDataset, runtime, batch_size: int = 16):
         self.task, self.runtime, self.batch_size = task, runtime, batch_size
         keys = [(i, i) for i in range(min(len(dataset), VALIDATION_ITEMS))]
         self.items = [dataset[k] for k in keys]
         self.best_gain, self.best_step, self.best_state = -float("inf"), 0, None
+        self.peak_gain, self.peak_step, self.phase_start = -float("inf"), 0, 0
         self.history: list[tuple[int, float]] = []
 
     @torch.no_grad()
@@ -123,12 +131,34 @@ class Validation:
         return float(np.mean(gains))
 
     def step(self, step: int) -> float:
-        gain = self.score()
+        return self.note(step, self.score())
+
+    def note(self, step: int, gain: float, eligible: bool = True) -> float:
+        """Record `gain` at `step`; keep the weights if they are the best of the phase (and
+        `eligible`: the guard found no collapse)."""
         self.history.append((step, round(gain, 4)))
-        if gain > self.best_gain:
+        if eligible and gain > self.best_gain:
             self.best_gain, self.best_step = gain, step
             self.best_state = {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
                                for k, m in self.task.modules.items()}
+        if eligible and gain > self.peak_gain:
+            self.peak_gain, self.peak_step = gain, step
+        return gain
+
+    def new_phase(self, step: int) -> None:
+        """The choice starts again from `step` (the adversarial phase); the kept weights stay until replaced."""
+        self.best_gain, self.phase_start = -float("inf"), step
+
+    def validate(self, step: int, guard) -> float:
+        """Score at `step` under the collapse guard: a new adversarial phase starts the choice again;
+        a collapse is recorded (not kept) and acted on (`guard.act`: best weights back, or stop)."""
+        if getattr(self.task, "adversarial", False) and self.phase_start == 0 and step > 0:
+            self.new_phase(step)
+        gain = self.score()
+        reason = guard.validated(step, gain)
+        self.note(step, gain, eligible=reason is None)
+        if reason is not None:
+            guard.act(step, reason)
         return gain
 
     def restore_best(self) -> None:
@@ -138,16 +168,20 @@ class Validation:
 
     def state(self) -> dict:
         return {"best_gain": self.best_gain, "best_step": self.best_step, "best_state": self.best_state,
-                "history": self.history}
+                "history": self.history, "peak_gain": self.peak_gain, "peak_step": self.peak_step,
+                "phase_start": self.phase_start}
 
     def load(self, state: dict | None) -> None:
         if state:
             self.best_gain, self.best_step = state["best_gain"], state["best_step"]
             self.best_state, self.history = state["best_state"], [tuple(h) for h in state["history"]]
+            self.peak_gain = state.get("peak_gain", self.best_gain)
+            self.peak_step, self.phase_start = state.get("peak_step", self.best_step), state.get("phase_start", 0)
 
     def record(self) -> dict:
         return {"best_step": self.best_step, "best_gain": round(self.best_gain, 4),
                 "last_gain": self.history[-1][1] if self.history else None, "items": len(self.items),
+                "peak_step": self.peak_step, "peak_gain": round(self.peak_gain, 4), "phase_start": self.phase_start,
                 "history": self.history}
 
 
@@ -165,13 +199,10 @@ class FitResult:
     data_wait_share: float = 0.0  # share of the training time spent waiting for the next batch
     preloaded: bool = False  # the training items were decoded into memory first (runtime.preload)
     validation: dict | None = None  # Validation.record(): the step chosen, its gain, the history
+    collapses: list = field(default_factory=list)  # the collapse guard's records (pipeline.train.guard)
 
     def metadata(self) -> dict:
         return dict(self.__dict__)
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or a weight became non-finite: the run stops; no checkpoint or weights are written."""
 
 
 def check_finite(losses: dict[str, torch.Tensor], modules: dict[str, nn.Module] | None, step: int, lr: float,
@@ -180,12 +211,11 @@ def check_finite(losses: dict[str, torch.Tensor], modules: dict[str, nn.Module] 
     one process's losses are not finite (so none waits for the others). Losses are checked every
     step (one scalar sync); weights before anything is saved."""
     if losses:
-        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        finite = bool(torch.isfinite(values).all())
-        if ddp.any_rank(not finite, env, values.device) if env is not None else not finite:
-            bad = {k: float(v) for k, v in losses.items() if not bool(torch.isfinite(v.detach().float()))}
-            found = ", ".join(f"{k} = {v}" for k, v in bad.items()) or "on another process"
-            raise TrainingDiverged(
+        found = nonfinite_losses(losses)
+        device = next(iter(losses.values())).device
+        if ddp.any_rank(found is not None, env, device) if env is not None else found is not None:
+            found = found or "on another process"
+            raise TrainingDiverged.at(found,
                 f"the training diverged at step {step}: {found} (lr {lr:g}); nothing was saved and the previous "
                 f"outputs are untouched. Lower {desc}.lr (or the loss weights) and rerun")
     for name, module in (modules or {}).items():
@@ -289,6 +319,8 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
         validator.load(state.get("validation") if state is not None else None)
         if not validator.history:  # the start is a candidate too: training never leaves a worse checkpoint
             validator.step(start)
+    guard = CollapseGuard(loop.collapse, task, validator, desc)
+    guard.load(state.get("guard") if state is not None else None)
     validate_every = loop.validate_every or per_epoch
     for module in task.modules.values():
         ddp.broadcast_module(module, env)
@@ -315,6 +347,7 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 "schedulers": {k: s.state_dict() for k, s in task.schedulers.items()},
                 "log_window": {"sums": {k: float(v) for k, v in sums.items()}, "count": count},
                 "validation": validator.state() if validator is not None else None,
+                "guard": guard.state(),
                 **(extra_state or {}),
             })
             trainlog.artifact(path, type="checkpoint", name=f"{desc}-checkpoint", step=step)
@@ -349,19 +382,27 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
                 batch = augment(batch, generator)
                 batch = batch._replace(blurry=runtime.images(batch.blurry), sharp=runtime.images(batch.sharp))
                 losses = task.train_step(batch)
-                check_finite(losses, None, step + 1, first_opt.param_groups[0]["lr"], desc, env)
+                try:
+                    check_finite(losses, None, step + 1, first_opt.param_groups[0]["lr"], desc, env)
+                except TrainingDiverged as e:
+                    if not guard.can_recover:
+                        raise
+                    guard.act(step + 1, f"a non-finite loss ({e.found})")
+                    losses = {}  # this step's losses are not averaged into the log
+                guard.observe(losses)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
-                count += 1
+                count += 1 if losses else 0
                 step += 1
                 if step % per_epoch == 0:
                     step_schedulers(task)
                 val_gain = None
                 if validator is not None and (step % validate_every == 0 or step == total):
-                    val_gain = validator.step(step)
+                    val_gain = validator.validate(step, guard)
                 if step % loop.log_every == 0 or step == total:
-                    means = ddp.mean_over_ranks({k: v / count for k, v in sums.items()}, env)
+                    means = ddp.mean_over_ranks({k: v / max(count, 1) for k, v in sums.items()}, env)
                     row = {k: float(v) for k, v in means.items()}
+                    row["collapses"] = len(guard.events)
                     if validator is not None and validator.history:
                         row["val_gain"] = val_gain if val_gain is not None else validator.history[-1][1]
                     lr = first_opt.param_groups[0]["lr"]
@@ -398,5 +439,5 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     return FitResult(completed, step, step // per_epoch, per_epoch, start, dict(trainlog.last), seconds,
                      trained * loop.batch_size * env.world_size / seconds if seconds > 0 else 0.0,
                      signal=None if completed else stop.signum, data_wait_share=round(wait_share, 4),
-                     preloaded=preloaded,
+                     preloaded=preloaded, collapses=guard.events,
                      validation=validator.record() if validator is not None else {"skipped": skipped} if skipped else None)

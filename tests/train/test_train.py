@@ -393,7 +393,7 @@ def test_train_cfmd_stage_end_to_end_with_an_interruption(small_run, tmp_path, m
     weights = torch.load(tmp_path / "models/cfmd.pt", weights_only=True)
     assert set(weights["state_dicts"]) == {"generator", "discriminator"}
     log = read_log(tmp_path / "dvclive/train_cfmd")  # the resumed run continued the interrupted one's log
-    assert set(log["plots"]) == {"epoch", "lr", *CFMDTask.loss_names}
+    assert set(log["plots"]) == {"epoch", "lr", "collapses", *CFMDTask.loss_names}
     assert all([s for s, _ in rows] == [1, 2, 3] for rows in log["plots"].values())
     assert log["summary"]["step"] == 3 and log["summary"]["g_pix"] == log["plots"]["g_pix"][-1][1]
     assert (tmp_path / "dvclive/train_cfmd/plots/images/samples.png").stat().st_size > 1000
@@ -479,7 +479,7 @@ def test_torchrun_two_processes_keep_weights_in_sync(small_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # Rank 0 alone logs: each DVCLive TSV holds a header and steps 1-3 once (two writers would append twice).
     tsvs = sorted((tmp_path / "live/plots/metrics").glob("*.tsv"))
-    assert {p.stem for p in tsvs} == {"epoch", "lr", *CFMDTask.loss_names}
+    assert {p.stem for p in tsvs} == {"epoch", "lr", "collapses", *CFMDTask.loss_names}
     assert all(p.read_text().splitlines()[0].split("\t") == ["step", p.stem] for p in tsvs)
     assert [line.split("\t")[0] for line in (tmp_path / "live/plots/metrics/g_pix.tsv").read_text().splitlines()[1:]] \
         == ["1", "2", "3"]

@@ -28,7 +28,7 @@ from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
-from pipeline.models.common import to_float, to_uint8
+from pipeline.models.common import discriminator_accuracy, to_float, to_uint8
 from pipeline.sheets import Cell
 
 OWN_KEYS = ("lr", "betas", "lr_decay", "pixel_warmup", "generator", "discriminator", "loss", "perceptual", "lpips_net", "sheet")
@@ -71,7 +71,8 @@ def _float(out: DiscriminatorOutput) -> DiscriminatorOutput:
 
 
 class CFMDTask:
-    loss_names = ("g_total", "g_pix", "g_adv", "g_ar", "g_per", "d_total", "d_enc", "d_dec", "d_q")
+    loss_names = ("g_total", "g_pix", "g_adv", "g_ar", "g_per", "d_total", "d_enc", "d_dec", "d_q", "d_real_acc",
+                  "d_fake_acc")
     progress_keys = ("g_pix", "g_total", "d_total")
 
     def __init__(self, cfg: CFMDConfig, runtime: Runtime, env: ddp.DistEnv, perceptual: nn.Module | None):
@@ -98,13 +99,14 @@ class CFMDTask:
             g_loss, g_parts = generator_loss(outputs, batch.sharp, batch.u, None, w, self.perceptual)
             update(self, "generator", g_loss)
             zero = g_loss.detach().new_zeros(())
-            return {**g_parts, "d_total": zero, "d_enc": zero, "d_dec": zero, "d_q": zero}
+            return {**g_parts, **dict.fromkeys(self.loss_names[5:], zero)}
 
         set_requires_grad(self.discriminator, True)
         with self.runtime.autocast():
             real = self._d(batch.blurry, batch.sharp)
             fake = self._d(batch.blurry, self.runtime.images(restored.detach()))
         d_loss, d_parts = discriminator_loss(_float(real), _float(fake), batch.u, w)
+        d_parts.update(discriminator_accuracy(real.global_logit, fake.global_logit))
         update(self, "discriminator", d_loss)
 
         set_requires_grad(self.discriminator, False)
@@ -114,6 +116,11 @@ class CFMDTask:
         update(self, "generator", g_loss)
         set_requires_grad(self.discriminator, True)
         return {**g_parts, **d_parts}
+
+    @property
+    def adversarial(self) -> bool:
+        """Past the pixel warm-up: D trains and the adversarial terms count."""
+        return self.step > self.cfg.pixel_warmup
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """The restored frames at each item's u (validation; the caller sets eval mode)."""

@@ -29,7 +29,7 @@ from pipeline.dataset.manifest import load_at
 from pipeline.train.data import Batch
 from pipeline.models.device import Runtime
 from pipeline.train.optim import add_adam, set_requires_grad, update
-from pipeline.models.common import to_float, to_uint8
+from pipeline.models.common import discriminator_accuracy, to_float, to_uint8
 from pipeline.sheets import Cell
 
 HG_KEYS = ("lr", "betas", "lr_decay", "hourglass", "sheet")
@@ -162,7 +162,7 @@ def crop_size_warning(crop_size: int, image_size: int, levels: int = PAPER_LEVEL
 
 class ChrysosGANTask:
     loss_names = ("g_total", "g_adversarial", "g_l1", "g_gradient", "g_projection", "g_reconstruction",
-                  "d_total", "d_real", "d_fake")
+                  "d_total", "d_real", "d_fake", "d_real_acc", "d_fake_acc")
     progress_keys = ("g_l1", "g_total", "d_total")
 
     def __init__(self, cfg: ChrysosGANConfig, runtime: Runtime, env: ddp.DistEnv, hourglass: StackedHourglass):
@@ -192,13 +192,14 @@ class ChrysosGANTask:
                                              self.cfg.weights)
             update(self, "generator", g_loss)
             zero = g_loss.detach().new_zeros(())
-            return {**{f"g_{k}": v for k, v in g_parts.items()}, "d_total": zero, "d_real": zero, "d_fake": zero}
+            return {**{f"g_{k}": v for k, v in g_parts.items()}, **dict.fromkeys(self.loss_names[6:], zero)}
 
         set_requires_grad(self.discriminator, True)
         with self.runtime.autocast():
             real_logits, _ = self._d(batch.blurry, batch.sharp)
             fake_logits, _ = self._d(batch.blurry, images(restored.detach()))
         d_loss, d_parts = discriminator_loss(real_logits.float(), fake_logits.float())
+        accuracy = discriminator_accuracy(real_logits, fake_logits)
         update(self, "discriminator", d_loss)
 
         set_requires_grad(self.discriminator, False)
@@ -210,7 +211,12 @@ class ChrysosGANTask:
                                          fake_features.float(), real_features.float(), self.cfg.weights)
         update(self, "generator", g_loss)
         set_requires_grad(self.discriminator, True)
-        return {**{f"g_{k}": v for k, v in g_parts.items()}, **{f"d_{k}": v for k, v in d_parts.items()}}
+        return {**{f"g_{k}": v for k, v in g_parts.items()}, **{f"d_{k}": v for k, v in d_parts.items()}, **accuracy}
+
+    @property
+    def adversarial(self) -> bool:
+        """Past the pixel warm-up: D trains and the adversarial and projection terms count."""
+        return self.step > self.cfg.pixel_warmup
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """G_bl's restoration (validation; the caller sets eval mode)."""

@@ -111,7 +111,8 @@ class Trainer:
         self.validate_every = loop.validate_every or self.per_epoch
         self.step, self.waited = 0, 0.0
         self.discriminator: list[tuple[int, float, float]] = []  # (step, real accuracy, fake accuracy) per validation
-        self._accuracy, self._batches = [], None
+        self.losses: list[tuple[int, dict]] = []  # (step, mean losses since the last validation)
+        self._accuracy, self._loss_sums, self._batches = [], {}, None
 
     def _next(self):
         while True:
@@ -139,6 +140,8 @@ class Trainer:
             self.guard.observe(losses)
             if "d_real_acc" in losses and getattr(self.task, "adversarial", False):
                 self._accuracy.append((float(losses["d_real_acc"]), float(losses["d_fake_acc"])))
+            for k, v in losses.items():
+                self._loss_sums.setdefault(k, []).append(float(v))
             self.step += 1
             if self.step % self.per_epoch == 0:
                 step_schedulers(self.task)
@@ -149,6 +152,8 @@ class Trainer:
                     real, fake = np.mean(self._accuracy, axis=0)
                     self.discriminator.append((self.step, round(float(real), 3), round(float(fake), 3)))
                     self._accuracy = []
+                self.losses.append((self.step, {k: float(np.mean(v)) for k, v in self._loss_sums.items()}))
+                self._loss_sums = {}
 
     def snapshot(self, clock: Clock) -> dict:
         """Everything the run continues from (networks, optimisers, lr, step, validation, clock)."""
@@ -230,6 +235,11 @@ class Extras:
         choice = resolve_fid(kid)
         self.inception, self.face_samples, self._features = choice.extractor, face_samples, {}
         print(f"KID: {'on' if self.inception is not None else 'off'} ({choice.reason})", flush=True)
+        try:
+            import dlib  # noqa: F401 - the identity and landmark errors need it (the GPU machine has none)
+        except ImportError:
+            self.face_samples = 0
+            print("identity / landmark errors: off (dlib is not installed)", flush=True)
 
     def features(self, key, images) -> np.ndarray:
         if key is None or key not in self._features:
@@ -254,14 +264,15 @@ class Extras:
             for key, images, cache in (("kid", restored, None), ("blurry_kid", blurry, ("blurry", ids))):
                 mean, spread = kid(self.features(cache, images), reference)
                 out[key], out[f"{key}_spread"] = 1000 * mean, 1000 * spread
-        chosen = np.unique(np.linspace(0, len(rows) - 1, min(self.face_samples, len(rows))).round().astype(int))
+        chosen = np.unique(np.linspace(0, len(rows) - 1, min(self.face_samples, len(rows))).round().astype(int)) \
+            if self.face_samples else []
         faces = {"identity": [], "blurry_identity": [], "landmarks": [], "blurry_landmarks": []}
         for i in chosen:
             data = face_data({"sharp": targets[i], "restored": restored[i], "blurry": blurry[i]}, "sharp", 0, 0.5, True)
             for system, prefix in (("restored", ""), ("blurry", "blurry_")):
                 faces[f"{prefix}identity"].append(identity_distance(data["embedding"][system], data["embedding"]["sharp"]))
                 faces[f"{prefix}landmarks"].append(diagonal_error(data["points"][system], data["points"]["sharp"]))
-        out.update({k: float(np.mean(v)) for k, v in faces.items()}, face_n=len(chosen))
+        out.update({k: float(np.mean(v)) if v else None for k, v in faces.items()}, face_n=len(chosen))
         return out
 
 
@@ -341,7 +352,7 @@ NEVER = 10 ** 9  # a pixel warm-up that never ends: the pixel-only branch
 
 def run_model(model: str, params: dict, root: Path, budgets: list[float], runtime, test_rows, train_rows, resolution,
               ceiling: str | None = None, only: list[str] | None = None, adversarial: bool = False,
-              extras: Extras | None = None, pictures: dict | None = None):
+              extras: Extras | None = None, pictures: dict | None = None, adversarial_steps: list[int] | None = None):
     """Train `model` and score it at each budget mark. With `adversarial`, the run forks at the end
     of the preset's pixel warm-up: the pixel-only branch goes on to the marks (minutes), then the
     adversarial branch (`<model>+adv`: D and the adversarial terms on) continues from the same
@@ -392,21 +403,25 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
                   "steps": trainer.step, "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
                   "chosen_step": v.best_step if v else trainer.step, "validation_gain": v.best_gain if v else None,
                   "collapses": list(trainer.guard.events), "discriminator": list(trainer.discriminator),
+                  "losses": list(trainer.losses), "validation_history": list(v.history) if v else None,
                   "test": test, "train": fit["all"]}
         report(result)
         return result
 
     results = []
-    for mark in marks:
-        trainer.run(clock, mark)
-        results.append(scored(model, mark / 60))
+    if adversarial_steps:  # the pixel-only branch is known (same seed and data): the adversarial branch alone
+        results = [{"steps": steps, "minutes": mark / 60} for steps, mark in zip(adversarial_steps, marks)]
+    else:
+        for mark in marks:
+            trainer.run(clock, mark)
+            results.append(scored(model, mark / 60))
     if adversarial:
         trainer.restore(fork, clock)
         task.cfg = dataclasses.replace(task.cfg, pixel_warmup=warmup)
         for pixel in list(results):
             trainer.run(clock, steps=pixel["steps"])
             results.append(scored(f"{model}+adv", pixel["minutes"]))
-    return results
+    return [r for r in results if "test" in r]
 
 
 def report(r: dict) -> None:
@@ -431,9 +446,10 @@ def report(r: dict) -> None:
     x = t.get("extras")
     if x:
         kid = (f"; KID x1000 {x['kid']:.2f} +- {x['kid_spread']:.2f} (blurry {x['blurry_kid']:.2f})" if "kid" in x else "")
-        print(f"  sharpness ratio {x['sharpness_ratio']:.3f} (blurry {x['blurry_sharpness_ratio']:.3f}){kid}; identity "
-              f"{x['identity']:.4f} (blurry {x['blurry_identity']:.4f}), landmarks {x['landmarks']:.4f} (blurry "
-              f"{x['blurry_landmarks']:.4f}) on {x['face_n']} windows", flush=True)
+        faces = (f"; identity {x['identity']:.4f} (blurry {x['blurry_identity']:.4f}), landmarks {x['landmarks']:.4f} "
+                 f"(blurry {x['blurry_landmarks']:.4f}) on {x['face_n']} windows" if x["face_n"] else "")
+        print(f"  sharpness ratio {x['sharpness_ratio']:.3f} (blurry {x['blurry_sharpness_ratio']:.3f}){kid}{faces}",
+              flush=True)
     if r.get("discriminator"):
         print("  D accuracy real / fake per validation: " + ", ".join(f"{s}: {a:.2f}/{b:.2f}"
                                                                      for s, a, b in r["discriminator"][-6:]), flush=True)
@@ -592,6 +608,9 @@ def main(argv=None) -> None:
                         "(same steps, data, seed); scores both with the sharpness ratio, KID and the dlib errors "
                         "(use with --preset presets/cpu-gan.yaml)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="train each model once per seed (train_*.seed)")
+    p.add_argument("--adversarial-steps", type=int, nargs="+", default=None, metavar="STEPS",
+                   help="with --adversarial: skip the pixel-only branch (measured before, same seed and data) and run "
+                        "the adversarial one to these step counts, one per budget (a variant of the adversarial half)")
     p.add_argument("--face-samples", type=int, default=60, help="windows the dlib identity / landmark errors use")
     p.add_argument("--no-kid", action="store_true", help="skip KID (the Inception features)")
     p.add_argument("--sheet-samples", type=int, default=6,
@@ -629,13 +648,14 @@ def main(argv=None) -> None:
           f"{', '.join(videos)}), {len(train_rows)} training windows; resolution {resolution}", flush=True)
     extras = Extras(not args.no_kid, args.face_samples) if args.adversarial else None
     pictures = {"rows": spread([r for r in test_rows if r["video_id"] in videos], args.sheet_samples)} \
-        if args.adversarial else None
+        if args.adversarial and args.sheet_samples else None
     results = []
     for seed in args.seeds or [None]:
         seeded = params if seed is None else merged(params, parse_override(f"train_*.seed={seed}", params))
         for model in args.models:
             results += run_model(model, seeded, root, args.budgets, runtime, test_rows, train_rows, resolution,
-                                 args.fit_ceiling, args.train_videos, args.adversarial, extras, pictures)
+                                 args.fit_ceiling, args.train_videos, args.adversarial, extras, pictures,
+                                 args.adversarial_steps)
             (out / "learning.partial.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     flat = flatten(results)
     if pictures:

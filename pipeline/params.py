@@ -392,7 +392,8 @@ NETWORKS: dict[str, Section] = {
         "mapping_layers": Int(ge=1, le=64),
         "attention_reduction": Int(ge=1, le=64),
     }),
-    "cfmd_discriminator": Section({"width": Int(ge=1, le=512), "depth": Int(ge=1, le=8)}),
+    "cfmd_discriminator": Section({"width": Int(ge=1, le=512), "depth": Int(ge=1, le=8),
+                                   "pooling": Choice("mean", "sum")}),
     "hourglass": Section({
         "n_stacks": Int(ge=1, le=16),
         "depth": Int(ge=1, le=8),

@@ -28,7 +28,8 @@ def take(cls, mapping: Mapping[str, Any] | None, where: str):
     try:
         return cls(**mapping)
     except ValueError as e:
-        raise ValueError(f"{where}.{e}" if str(e).split(" ")[0].split(".")[0] in mapping else f"{where}: {e}") from None
+        head = str(e).split(" ")[0].split(".")[0].rstrip(":")  # the key the message starts with, if any
+        raise ValueError(f"{where}.{e}" if head in mapping else f"{where}: {e}") from None
 
 
 def check_optimiser(own: Mapping[str, Any], name: str) -> None:

@@ -96,9 +96,11 @@ class Validation:
 
     Phases: when an adversarial task leaves its pixel warm-up (`new_phase`), the choice starts again
     among the adversarial steps (else a user who turns the adversarial terms on would be given the
-    warm-up's pixel-only weights whenever they score a little higher); the warm-up's best stays the
-    weights to go back to until an adversarial step is kept. `peak_gain` is the best over all phases:
-    the collapse guard measures falls from it (pipeline.train.guard)."""
+    warm-up's pixel-only weights whenever they score a little higher), but only among those within
+    `collapse.keep_within` dB of the best gain seen: an adversarial model that restores worse than the
+    warm-up did is never written; the warm-up's best stays until one qualifies (`kept` says which).
+    `peak_gain` is the best over all phases: the collapse guard measures falls from it
+    (pipeline.train.guard)."""
 
     def __init__(self, task, dataset: FaceDeblurDataset, runtime, batch_size: int = 16):
         self.task, self.runtime, self.batch_size = task, runtime, batch_size
@@ -133,11 +135,12 @@ class Validation:
     def step(self, step: int) -> float:
         return self.note(step, self.score())
 
-    def note(self, step: int, gain: float, eligible: bool = True) -> float:
-        """Record `gain` at `step`; keep the weights if they are the best of the phase (and
-        `eligible`: the guard found no collapse)."""
+    def note(self, step: int, gain: float, eligible: bool = True, keep: bool = True) -> float:
+        """Record `gain` at `step`; keep the weights if they are the best of the phase (`eligible`:
+        the guard found no collapse; `keep`: and they may be kept)."""
         self.history.append((step, round(gain, 4)))
-        if eligible and gain > self.best_gain:
+        first_of_phase = self.phase_start and self.best_step < self.phase_start  # an adversarial step replaces the warm-up's
+        if eligible and keep and (first_of_phase or gain > self.best_gain):
             self.best_gain, self.best_step = gain, step
             self.best_state = {k: {n: t.detach().clone() for n, t in m.state_dict().items()}
                                for k, m in self.task.modules.items()}
@@ -147,7 +150,7 @@ class Validation:
 
     def new_phase(self, step: int) -> None:
         """The choice starts again from `step` (the adversarial phase); the kept weights stay until replaced."""
-        self.best_gain, self.phase_start = -float("inf"), step
+        self.phase_start = step
 
     def validate(self, step: int, guard) -> float:
         """Score at `step` under the collapse guard: a new adversarial phase starts the choice again;
@@ -156,10 +159,16 @@ class Validation:
             self.new_phase(step)
         gain = self.score()
         reason = guard.validated(step, gain)
-        self.note(step, gain, eligible=reason is None)
+        keep = not self.phase_start or gain >= self.peak_gain - guard.settings.keep_within
+        self.note(step, gain, eligible=reason is None, keep=keep)
         if reason is not None:
             guard.act(step, reason)
         return gain
+
+    @property
+    def kept(self) -> str | None:
+        """Which phase the kept weights come from, once an adversarial phase has started."""
+        return None if not self.phase_start else "adversarial" if self.best_step >= self.phase_start else "warm-up"
 
     def restore_best(self) -> None:
         if self.best_state is not None:
@@ -182,7 +191,7 @@ class Validation:
         return {"best_step": self.best_step, "best_gain": round(self.best_gain, 4),
                 "last_gain": self.history[-1][1] if self.history else None, "items": len(self.items),
                 "peak_step": self.peak_step, "peak_gain": round(self.peak_gain, 4), "phase_start": self.phase_start,
-                "history": self.history}
+                "kept": self.kept, "history": self.history}
 
 
 @dataclass
@@ -425,6 +434,10 @@ def fit(task: TrainTask, dataset: FaceDeblurDataset, loop: LoopConfig, runtime: 
     if completed and validator is not None:
         log.info("%s: validation chose step %d (gain %+.3f dB over the blurry input; last %+.3f dB)", desc,
                  validator.best_step, validator.best_gain, validator.history[-1][1])
+        if validator.kept == "warm-up":
+            log.warning("%s: no adversarial step came within collapse.keep_within = %g dB of the best validation gain "
+                        "(%+.3f dB at step %d): the pixel warm-up's weights are kept", desc, loop.collapse.keep_within,
+                        validator.peak_gain, validator.peak_step)
         validator.restore_best()
     if completed:
         check_finite({}, task.modules, step, first_opt.param_groups[0]["lr"], desc)

@@ -69,8 +69,11 @@ class UNetDiscriminator(nn.Module):
     exact size of each skip).
     """
 
-    def __init__(self, in_channels: int = 6, width: int = 64, depth: int = 4) -> None:
+    def __init__(self, in_channels: int = 6, width: int = 64, depth: int = 4, pooling: str = "mean") -> None:
         super().__init__()
+        if pooling not in ("mean", "sum"):
+            raise ValueError(f"pooling = {pooling!r}: must be mean or sum")
+        self.pooling = pooling
         widths = [width * min(2**level, 8) for level in range(depth + 1)]
         self.stem = ResidualBlock(in_channels, widths[0], downsample=False, preactivate=False)
         self.down_blocks = nn.ModuleList(
@@ -93,8 +96,11 @@ class UNetDiscriminator(nn.Module):
             skips.append(block(skips[-1]))
 
         bottleneck = F.leaky_relu(skips[-1], NEGATIVE_SLOPE)
-        # Mean rather than BigGAN's sum pooling: the logit scale then does not depend on crop size.
-        global_logit = self.global_head(bottleneck.mean(dim=(2, 3)))
+        # BigGAN's (and Schonfeld et al.'s) sum pooling, or the mean: a logit scale that does not depend on
+        # the crop size, but under spectral norm a range too narrow to tell a sharp face from a blurred one
+        # (docs/training.md, "The adversarial half").
+        pooled = bottleneck.sum(dim=(2, 3)) if self.pooling == "sum" else bottleneck.mean(dim=(2, 3))
+        global_logit = self.global_head(pooled)
 
         h = skips[-1]
         for level in reversed(range(len(self.up_blocks))):

@@ -134,8 +134,9 @@ class Trainer:
             batch = self.augment(batch, torch.Generator().manual_seed(derive_seed(self.loop.seed, AUGMENT, 0, self.step)))
             batch = batch._replace(blurry=self.runtime.images(batch.blurry), sharp=self.runtime.images(batch.sharp))
             losses = self.task.train_step(batch)
-            if nonfinite_losses(losses) is not None:
-                self.guard.act(self.step + 1, f"a non-finite loss ({nonfinite_losses(losses)})")
+            found = nonfinite_losses(losses)
+            if found is not None:
+                self.guard.act(self.step + 1, f"a non-finite loss ({found})")
                 losses = {}
             self.guard.observe(losses)
             if "d_real_acc" in losses and getattr(self.task, "adversarial", False):

@@ -17,6 +17,13 @@ Printed per model and input: PSNR of the restoration against its input, each par
 change's energy, the sharpness ratio (variance of the Laplacian of the restoration / of the input;
 1 = as sharp), and for (b) the PSNR gain over the blurry input against the middle frame, in the
 evaluation's blur bands (< 35, 35-40, >= 40 dB). Rows in reports/no_harm/no_harm.json.
+
+`--scales 0.25 0.5 0.75 1` measures a lever that needs no training: the restoration's change
+scaled down, input + s (restoration - input), in float before rounding. For each s: the
+evaluation's no-harm row (`pipeline.eval.tables.sharp_input`: a sharp input's PSNR to itself and
+what that change costs a 40 dB input) and its scoreboard (`pipeline.eval.tables.scoreboard`: the
+gain over the blurry input on the whole split, the repeat-free test clip, its blurriest third, the
+35-40 and >= 40 dB bands). Rows in reports/no_harm/scales.json.
 """
 from __future__ import annotations
 
@@ -27,10 +34,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from pipeline.dataset.manifest import CENTRE_U, middle_position  # noqa: E402
+from pipeline.eval.config import BASELINE  # noqa: E402
+from pipeline.eval.scoring import IDENTICAL_PSNR, SHARP_INPUT  # noqa: E402
+from pipeline.eval.tables import scoreboard, sharp_input  # noqa: E402
+from pipeline.metrics.pixel import ssim  # noqa: E402
+from pipeline.models.common import to_float, to_uint8  # noqa: E402
 from pipeline.eval.selection import load_for_eval  # noqa: E402
 from pipeline.models.inference import load_model, restore_many  # noqa: E402
 from pipeline.stage import load_params  # noqa: E402
@@ -66,15 +79,74 @@ def parts(inp: np.ndarray, out: np.ndarray, sigma: float) -> dict[str, float]:
     return {name: float((p ** 2).mean()) for name, p in zip(PARTS, (colour, contrast, smooth, texture))}
 
 
+REPEAT_FREE = "talking-WDA_KatieHill_000"  # the repeat-free test clip (docs/training.md)
+
+
+def scaled(model, image: np.ndarray, u, scales: list[float]) -> list[np.ndarray]:
+    """input + s (restoration - input) for each s, rounded to uint8 as a restoration is."""
+    x = to_float(image, model.device)
+    with torch.inference_mode():
+        y = model.restore(x, u)
+    return [to_uint8(x + s * (y - x))[0] for s in scales]
+
+
+def scale_sweep(model, rows, root: Path, resolution, scales: list[float]) -> list[dict]:
+    """The no-harm row and the scoreboard of each scaled change (module doc), on every fixed test window."""
+    u = CENTRE_U if model.multi_output else None
+    records: dict[float, list[dict]] = {s: [] for s in scales}
+    for row in rows:
+        mid = middle_position(row)
+        blurry, sharp = load_for_eval(row, root, [mid], resolution)
+        frame = sharp[mid]
+        base = {"sample_id": row["sample_id"], "video_id": row["video_id"], "target_position": mid}
+        blurry_rec = {**base, "table": "pixel", "system": BASELINE, "psnr": psnr(blurry, frame),
+                      "ssim": float(ssim(blurry, frame[None])[0])}
+        for s, out_b, out_s in zip(scales, scaled(model, blurry, u, scales), scaled(model, frame, u, scales)):
+            records[s] += [blurry_rec,
+                           {**base, "table": "pixel", "system": model.name, "psnr": psnr(out_b, frame),
+                            "ssim": float(ssim(out_b, frame[None])[0])},
+                           {**base, "table": SHARP_INPUT, "system": model.name,
+                            "psnr": min(psnr(out_s, frame), IDENTICAL_PSNR), "ssim": float(ssim(out_s, frame[None])[0])}]
+    out = []
+    for s in scales:
+        board = scoreboard([r for r in records[s] if r["table"] == "pixel"], model.name)
+        clip = board["videos"].get(REPEAT_FREE, {})
+        out.append({"model": model.name, "scale": s, "sharp_input": sharp_input(records[s], model.name),
+                    "split": board["all"]["gain"], "clip": (clip.get("all") or {}).get("gain"),
+                    "clip_third": (clip.get("blurriest_third") or {}).get("gain"),
+                    "band_35_40": board["bands"]["35_40"], "band_40_up": board["bands"]["40_up"]})
+    return out
+
+
+def print_sweep(rows: list[dict]) -> None:
+    print("\n| model | scale | sharp input: PSNR to itself, cost at 40 dB | split gain | repeat-free clip: all / "
+          "blurriest third | band 35-40 (n) | band >= 40 (n, worse) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        b1, b2, si = r["band_35_40"], r["band_40_up"], r["sharp_input"]
+        print(f"| {r['model']} | {r['scale']:g} | {si['psnr']:.1f} dB, {si['change_at_40']:+.3f} | {r['split']:+.3f} | "
+              f"{r['clip']:+.3f} / {r['clip_third']:+.3f} | {b1['gain']:+.3f} ({b1['n']}) | "
+              f"{b2['gain']:+.3f} ({b2['n']}, {100 * b2['worse_share']:.0f}%) |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", default=["models/cfmd.pt", "models/chrysos_gan.pt"])
     p.add_argument("--root", default="data/dataset")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default="reports/no_harm")
+    p.add_argument("--scales", nargs="+", type=float, help="measure the scaled change instead (module doc)")
     args = p.parse_args(argv)
     resolution = load_params("evaluate", path=args.params)["evaluate"].get("resolution")
     rows = training_rows(Path(args.root), ["fixed"], split="test")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.scales:
+        sweep = [r for w in args.weights for r in scale_sweep(load_model(w, "cpu"), rows, Path(args.root), resolution,
+                                                               args.scales)]
+        print_sweep(sweep)
+        (out / "scales.json").write_text(json.dumps(sweep, indent=1) + "\n")
+        return
     results = []
     for weights in args.weights:
         model = load_model(weights, "cpu")
@@ -113,8 +185,6 @@ def main(argv=None) -> None:
         print(f"| {r['model']} | {r['input']} | {r['psnr_to_input']:.2f} dB | "
               + " | ".join(f"{100 * r['shares'][k]:.0f}%" for k in PARTS)
               + f" | {r['sharpness_ratio']:.3f} | {bands} |")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "no_harm.json").write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -22,8 +22,8 @@ evaluation's blur bands (< 35, 35-40, >= 40 dB). Rows in reports/no_harm/no_harm
 scaled down, input + s (restoration - input), in float before rounding. For each s: the
 evaluation's no-harm row (`pipeline.eval.tables.sharp_input`: a sharp input's PSNR to itself and
 what that change costs a 40 dB input) and its scoreboard (`pipeline.eval.tables.scoreboard`: the
-gain over the blurry input on the whole split, the repeat-free test clip, its blurriest third, the
-35-40 and >= 40 dB bands). Rows in reports/no_harm/scales.json.
+gain over the blurry input on the whole split, each repeat-free test video and its blurriest
+third, the 35-40 and >= 40 dB bands). Rows in reports/no_harm/scales.json.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from learning import repeat_free_test_videos  # noqa: E402  (benchmarks/learning.py)
 from pipeline.dataset.manifest import CENTRE_U, middle_position  # noqa: E402
 from pipeline.eval.config import BASELINE  # noqa: E402
 from pipeline.eval.scoring import IDENTICAL_PSNR, SHARP_INPUT  # noqa: E402
@@ -79,9 +80,6 @@ def parts(inp: np.ndarray, out: np.ndarray, sigma: float) -> dict[str, float]:
     return {name: float((p ** 2).mean()) for name, p in zip(PARTS, (colour, contrast, smooth, texture))}
 
 
-REPEAT_FREE = "talking-WDA_KatieHill_000"  # the repeat-free test clip (docs/training.md)
-
-
 def scaled(model, image: np.ndarray, u, scales: list[float]) -> list[np.ndarray]:
     """input + s (restoration - input) for each s, rounded to uint8 as a restoration is."""
     x = to_float(image, model.device)
@@ -90,8 +88,9 @@ def scaled(model, image: np.ndarray, u, scales: list[float]) -> list[np.ndarray]
     return [to_uint8(x + s * (y - x))[0] for s in scales]
 
 
-def scale_sweep(model, rows, root: Path, resolution, scales: list[float]) -> list[dict]:
-    """The no-harm row and the scoreboard of each scaled change (module doc), on every fixed test window."""
+def scale_sweep(model, rows, root: Path, resolution, scales: list[float], clips: list[str]) -> list[dict]:
+    """The no-harm row and the scoreboard of each scaled change (module doc), on every fixed test
+    window; `clips`: the repeat-free test videos, each reported on all its windows and its blurriest third."""
     u = CENTRE_U if model.multi_output else None
     records: dict[float, list[dict]] = {s: [] for s in scales}
     for row in rows:
@@ -110,23 +109,24 @@ def scale_sweep(model, rows, root: Path, resolution, scales: list[float]) -> lis
     out = []
     for s in scales:
         board = scoreboard([r for r in records[s] if r["table"] == "pixel"], model.name)
-        clip = board["videos"].get(REPEAT_FREE, {})
         out.append({"model": model.name, "scale": s, "sharp_input": sharp_input(records[s], model.name),
-                    "split": board["all"]["gain"], "clip": (clip.get("all") or {}).get("gain"),
-                    "clip_third": (clip.get("blurriest_third") or {}).get("gain"),
+                    "split": board["all"]["gain"],
+                    "clips": {v: {"all": board["videos"][v]["all"]["gain"],
+                                  "third": board["videos"][v]["blurriest_third"]["gain"]} for v in clips},
                     "band_35_40": board["bands"]["35_40"], "band_40_up": board["bands"]["40_up"]})
     return out
 
 
 def print_sweep(rows: list[dict]) -> None:
-    print("\n| model | scale | sharp input: PSNR to itself, cost at 40 dB | split gain | repeat-free clip: all / "
-          "blurriest third | band 35-40 (n) | band >= 40 (n, worse) |")
-    print("|---|---|---|---|---|---|---|")
+    clips = list(rows[0]["clips"]) if rows else []
+    print("\n| model | scale | sharp input: PSNR to itself, cost at 40 dB | split gain | "
+          + "".join(f"{v}: all / blurriest third | " for v in clips) + "band 35-40 (n) | band >= 40 (n, worse) |")
+    print("|---" * (6 + len(clips)) + "|")
     for r in rows:
         b1, b2, si = r["band_35_40"], r["band_40_up"], r["sharp_input"]
         print(f"| {r['model']} | {r['scale']:g} | {si['psnr']:.1f} dB, {si['change_at_40']:+.3f} | {r['split']:+.3f} | "
-              f"{r['clip']:+.3f} / {r['clip_third']:+.3f} | {b1['gain']:+.3f} ({b1['n']}) | "
-              f"{b2['gain']:+.3f} ({b2['n']}, {100 * b2['worse_share']:.0f}%) |")
+              + "".join(f"{c['all']:+.3f} / {c['third']:+.3f} | " for c in r["clips"].values())
+              + f"{b1['gain']:+.3f} ({b1['n']}) | {b2['gain']:+.3f} ({b2['n']}, {100 * b2['worse_share']:.0f}%) |")
 
 
 def main(argv=None) -> None:
@@ -136,14 +136,17 @@ def main(argv=None) -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default="reports/no_harm")
     p.add_argument("--scales", nargs="+", type=float, help="measure the scaled change instead (module doc)")
+    p.add_argument("--landmarks-report", default="data/landmarks/report.json",
+                   help="with --scales: where the repeat-free test videos are read from")
     args = p.parse_args(argv)
     resolution = load_params("evaluate", path=args.params)["evaluate"].get("resolution")
     rows = training_rows(Path(args.root), ["fixed"], split="test")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.scales:
+        clips = repeat_free_test_videos(rows, Path(args.landmarks_report))
         sweep = [r for w in args.weights for r in scale_sweep(load_model(w, "cpu"), rows, Path(args.root), resolution,
-                                                               args.scales)]
+                                                               args.scales, clips)]
         print_sweep(sweep)
         (out / "scales.json").write_text(json.dumps(sweep, indent=1) + "\n")
         return

@@ -64,7 +64,7 @@ from pipeline.train.data import (AUGMENT, Batch, EpochSampler, FaceDeblurDataset
                                  training_and_validation_rows, training_rows)
 from pipeline.sheets import spread, write_sheet  # noqa: E402
 from pipeline.train.ddp import DistEnv  # noqa: E402
-from pipeline.train.guard import CollapseGuard, nonfinite_losses  # noqa: E402
+from pipeline.train.guard import CollapseGuard, TrainingCollapsed, nonfinite_losses  # noqa: E402
 from pipeline.train.loop import Validation  # noqa: E402
 from pipeline.train.optim import step_schedulers  # noqa: E402
 
@@ -110,6 +110,7 @@ class Trainer:
         self.guard = CollapseGuard(loop.collapse, task, self.validator, "benchmark")
         self.validate_every = loop.validate_every or self.per_epoch
         self.step, self.waited = 0, 0.0
+        self.stopped: str | None = None  # why the guard stopped this run (TrainingCollapsed); it trains no further
         self.discriminator: list[tuple[int, float, float]] = []  # (step, real accuracy, fake accuracy) per validation
         self.losses: list[tuple[int, dict]] = []  # (step, mean losses since the last validation)
         self._accuracy, self._loss_sums, self._batches = [], {}, None
@@ -125,8 +126,17 @@ class Trainer:
                 self._batches = None
 
     def run(self, clock: Clock, until: float = float("inf"), steps: int | None = None) -> None:
-        """Train until the clock reaches `until` seconds of training (or the step count `steps`)."""
-        while clock.spent < until and (steps is None or self.step < steps):
+        """Train until the clock reaches `until` seconds of training (or the step count `steps`). A
+        stop of the collapse guard ends this run, not the benchmark: the weights validation kept are
+        scored at every later mark, and the stop is in the row's `collapses`."""
+        try:
+            self._run(clock, until, steps)
+        except TrainingCollapsed as e:
+            self.stopped = str(e)
+            print(f"{self.guard.desc}: {e}; the weights validation kept are scored from here on", flush=True)
+
+    def _run(self, clock: Clock, until: float, steps: int | None) -> None:
+        while self.stopped is None and clock.spent < until and (steps is None or self.step < steps):
             started = time.perf_counter()
             items = self._next()
             self.waited += time.perf_counter() - started
@@ -163,7 +173,8 @@ class Trainer:
                               "schedulers": {k: s.state_dict() for k, s in self.task.schedulers.items()},
                               "step": self.step, "task_step": getattr(self.task, "step", None), "waited": self.waited,
                               "validation": self.validator.state() if self.validator else None,
-                              "guard": self.guard.state(), "clock": clock.spent, "discriminator": self.discriminator})
+                              "guard": self.guard.state(), "clock": clock.spent, "discriminator": self.discriminator,
+                              "stopped": self.stopped})
 
     def restore(self, state: dict, clock: Clock) -> None:
         state = copy.deepcopy(state)
@@ -177,6 +188,7 @@ class Trainer:
             self.validator.load(state["validation"])
         self.guard.load(state["guard"])
         self.discriminator, self._accuracy, self._batches = state["discriminator"], [], None
+        self.stopped = state["stopped"]
 
     def best(self):
         """A context in which the task's networks hold the weights validation chose (if any)."""
@@ -403,7 +415,7 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
         result = {"model": name, "seed": loop.seed, "minutes": mark_minutes, "train_minutes": clock.spent / 60,
                   "steps": trainer.step, "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
                   "chosen_step": v.best_step if v else trainer.step, "validation_gain": v.best_gain if v else None,
-                  "collapses": list(trainer.guard.events), "discriminator": list(trainer.discriminator),
+                  "collapses": list(trainer.guard.events), "stopped": trainer.stopped, "discriminator": list(trainer.discriminator),
                   "losses": list(trainer.losses), "validation_history": list(v.history) if v else None,
                   "test": test, "train": fit["all"]}
         report(result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,29 @@ def test_validation_chooses_among_adversarial_steps_once_the_warm_up_ends(small_
     log = read_log(tmp_path / "dvclive/train_cfmd")
     real = dict(log["plots"]["d_real_acc"])
     assert real[1] == real[2] == 0.0 and all(0.0 <= real[s] <= 1.0 for s in (3, 4, 5))
+
+
+def test_the_learning_benchmark_scores_the_kept_weights_when_the_guard_stops(small_run):
+    """benchmarks/learning.py runs for an hour or more: a stop of the guard ends that model's run
+    (recorded), not the benchmark, and what it scores afterwards is what validation kept."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import learning
+
+    params = deep_update(tiny_params(), {"train_cfmd": {**ABSURD, "validation_video": VALIDATION_VIDEO, "validate_every": 1,
+                                                        "collapse": {"max_drop": 0.5, "action": "stop"}}})
+    task, loop, target, _ = learning.build("cfmd", params, CPU)
+    train, held = learning.datasets(small_run, loop, target)
+    trainer, clock = learning.Trainer(task, loop, CPU, train, held), learning.Clock()
+    trainer.run(clock, steps=20)
+    assert trainer.stopped and "stopped (collapse.action is stop)" in trainer.stopped
+    assert trainer.guard.events[-1]["action"] == "stop" and trainer.step < 20
+    stopped_at, fork = trainer.step, trainer.snapshot(clock)
+    trainer.run(clock, steps=40)
+    assert trainer.step == stopped_at  # a stopped run trains no further
+    trainer.stopped = None
+    trainer.restore(fork, clock)
+    assert trainer.stopped is not None  # the stop travels with the snapshot (the adversarial fork)
+    v = trainer.validator
+    with trainer.best():
+        assert v.score() == pytest.approx(v.best_gain, abs=1e-3)
+    assert v.best_gain >= max(g for _, g in v.history) - 0.5

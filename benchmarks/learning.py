@@ -415,7 +415,8 @@ def run_model(model: str, params: dict, root: Path, budgets: list[float], runtim
         result = {"model": name, "seed": loop.seed, "minutes": mark_minutes, "train_minutes": clock.spent / 60,
                   "steps": trainer.step, "data_wait_share": trainer.waited / max(clock.spent, 1e-9),
                   "chosen_step": v.best_step if v else trainer.step, "validation_gain": v.best_gain if v else None,
-                  "collapses": list(trainer.guard.events), "stopped": trainer.stopped, "discriminator": list(trainer.discriminator),
+                  "collapses": list(trainer.guard.events), "stopped": trainer.stopped,
+                  "discriminator": list(trainer.discriminator),
                   "losses": list(trainer.losses), "validation_history": list(v.history) if v else None,
                   "test": test, "train": fit["all"]}
         report(result)

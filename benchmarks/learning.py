@@ -663,14 +663,14 @@ def main(argv=None) -> None:
     extras = Extras(not args.no_kid, args.face_samples) if args.adversarial else None
     pictures = {"rows": spread([r for r in test_rows if r["video_id"] in videos], args.sheet_samples)} \
         if args.adversarial and args.sheet_samples else None
-    results = []
+    results, partial = [], out / "learning.partial.json"
     for seed in args.seeds or [None]:
         seeded = params if seed is None else merged(params, parse_override(f"train_*.seed={seed}", params))
         for model in args.models:
             results += run_model(model, seeded, root, args.budgets, runtime, test_rows, train_rows, resolution,
                                  args.fit_ceiling, args.train_videos, args.adversarial, extras, pictures,
                                  args.adversarial_steps)
-            (out / "learning.partial.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+            partial.write_text(json.dumps(results, indent=1, default=float) + "\n")  # what a crash would lose
     flat = flatten(results)
     if pictures:
         write_sheet(out / "sheet.png", side_by_side(pictures, root, resolution), tile=128,
@@ -680,6 +680,7 @@ def main(argv=None) -> None:
         writer.writeheader()
         writer.writerows(flat)
     (out / "learning.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    partial.unlink(missing_ok=True)  # learning.json holds the same rows now
     plot(results, videos, out / "learning.png")
     print(f"\nwrote {out / 'learning.csv'}, {out / 'learning.json'} and {out / 'learning.png'}")
 
